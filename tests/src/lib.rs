@@ -1,0 +1,1 @@
+//! Host-side harness for vcram end-to-end tests.
