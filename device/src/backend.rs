@@ -1,0 +1,250 @@
+//! The vhost-user backend: feature negotiation, config space, and the two virtqueues.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use log::{debug, warn};
+use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
+use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
+use virtio_bindings::bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
+use virtio_queue::QueueT;
+use vm_memory::{ByteValued, GuestAddressSpace};
+use vmm_sys_util::epoll::EventSet;
+
+use crate::device::Device;
+use crate::protocol::*;
+use crate::request::Desc;
+use crate::rl_warn;
+use crate::stats;
+use crate::window::GM;
+
+/// Epoll id of the device's own notification eventfd (ids 0..=NUM_QUEUES are taken by the
+/// queues and the exit event).
+pub const NOTIFY_EVENT: u16 = NUM_QUEUES as u16 + 1;
+
+pub struct VcramBackend {
+    pub dev: Arc<Device>,
+    event_idx: AtomicBool,
+}
+
+impl VcramBackend {
+    pub fn new(dev: Arc<Device>) -> Self {
+        VcramBackend {
+            dev,
+            event_idx: AtomicBool::new(false),
+        }
+    }
+
+    fn collect(chain: impl Iterator<Item = virtio_queue::desc::split::Descriptor>) -> Vec<Desc> {
+        chain
+            .take(VCRAM_MAX_CHAIN_DESCS + 1)
+            .map(|d| Desc {
+                addr: d.addr().0,
+                len: d.len(),
+                writable: d.is_write_only(),
+            })
+            .collect()
+    }
+
+    fn process_requests(&self, vring: &VringRwLock<GM>) -> io::Result<()> {
+        let Some(gm) = self.dev.mem() else {
+            return Ok(());
+        };
+        let event_idx = self.event_idx.load(Ordering::Relaxed);
+        loop {
+            if event_idx {
+                vring.disable_notification().map_err(io::Error::other)?;
+            }
+            let mem = gm.memory();
+            let mut used = false;
+            loop {
+                let chain = vring
+                    .get_mut()
+                    .get_queue_mut()
+                    .pop_descriptor_chain(mem.clone());
+                let Some(chain) = chain else { break };
+                let head = chain.head_index();
+                let descs = Self::collect(chain);
+                let len = self.dev.handle_request(&descs, &*mem);
+                vring.add_used(head, len).map_err(io::Error::other)?;
+                used = true;
+            }
+            if used && vring.needs_notification().map_err(io::Error::other)? {
+                vring.signal_used_queue()?;
+            }
+            if !event_idx || !vring.enable_notification().map_err(io::Error::other)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn deliver_events(&self, vring: &VringRwLock<GM>) -> io::Result<()> {
+        let Some(gm) = self.dev.mem() else {
+            return Ok(());
+        };
+        {
+            let st = vring.get_ref();
+            if !st.get_queue().ready() || !st.is_enabled() {
+                return Ok(());
+            }
+        }
+        let event_idx = self.event_idx.load(Ordering::Relaxed);
+        loop {
+            if event_idx {
+                vring.disable_notification().map_err(io::Error::other)?;
+            }
+            let mem = gm.memory();
+            let mut used = false;
+            let pending;
+            {
+                let mut q = self.dev.events.lock().unwrap_or_else(|e| e.into_inner());
+                while let Some(rec) = q.peek() {
+                    let chain = vring
+                        .get_mut()
+                        .get_queue_mut()
+                        .pop_descriptor_chain(mem.clone());
+                    let Some(chain) = chain else { break };
+                    let head = chain.head_index();
+                    let descs = Self::collect(chain);
+                    let readable = descs.iter().any(|d| !d.writable);
+                    let room = crate::request::writable_len(&descs);
+                    let written = if readable
+                        || descs.len() > VCRAM_MAX_CHAIN_DESCS
+                        || room < VCRAM_EVENT_SIZE as u64
+                    {
+                        None
+                    } else {
+                        crate::request::scatter(&descs, &*mem, rec.as_slice())
+                    };
+                    match written {
+                        Some(n) => {
+                            vring.add_used(head, n).map_err(io::Error::other)?;
+                            q.pop_delivered();
+                        }
+                        None => {
+                            stats::inc(&self.dev.dc.bad_event_buffers, 1);
+                            rl_warn!(
+                                self.dev.warn,
+                                "unusable eventq buffer (head {head}: {} descriptors, {room} writable bytes, readable part: {readable}); returned unused",
+                                descs.len()
+                            );
+                            vring.add_used(head, 0).map_err(io::Error::other)?;
+                        }
+                    }
+                    used = true;
+                }
+                pending = !q.is_empty();
+            }
+            if used && vring.needs_notification().map_err(io::Error::other)? {
+                vring.signal_used_queue()?;
+            }
+            if !event_idx
+                || !pending
+                || !vring.enable_notification().map_err(io::Error::other)?
+            {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl VhostUserBackend for VcramBackend {
+    type Bitmap = ();
+    type Vring = VringRwLock<GM>;
+
+    fn num_queues(&self) -> usize {
+        NUM_QUEUES
+    }
+
+    fn max_queue_size(&self) -> usize {
+        self.dev.opts.queue_size as usize
+    }
+
+    fn features(&self) -> u64 {
+        self.dev.connected.store(true, Ordering::Relaxed);
+        (1 << VIRTIO_F_VERSION_1)
+            | (1 << VIRTIO_RING_F_EVENT_IDX)
+            | (1 << VIRTIO_RING_F_INDIRECT_DESC)
+            | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+    }
+
+    fn acked_features(&self, features: u64) {
+        debug!("features acked: {features:#x}");
+    }
+
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        VhostUserProtocolFeatures::CONFIG
+            | VhostUserProtocolFeatures::MQ
+            | VhostUserProtocolFeatures::REPLY_ACK
+            | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS
+    }
+
+    fn set_event_idx(&self, enabled: bool) {
+        self.event_idx.store(enabled, Ordering::Relaxed);
+    }
+
+    fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
+        let bytes = self.dev.config_bytes();
+        let start = offset as usize;
+        match start.checked_add(size as usize) {
+            Some(end) if end <= bytes.len() => bytes[start..end].to_vec(),
+            _ => {
+                warn!("GET_CONFIG beyond the config space (offset {offset}, size {size})");
+                Vec::new()
+            }
+        }
+    }
+
+    fn set_config(&self, offset: u32, buf: &[u8]) -> io::Result<()> {
+        // The config space is read-only; QEMU re-sends it on some paths. Ignore.
+        debug!("SET_CONFIG ignored (offset {offset}, {} bytes)", buf.len());
+        Ok(())
+    }
+
+    fn update_memory(&self, mem: GM) -> io::Result<()> {
+        self.dev.update_memory(mem);
+        Ok(())
+    }
+
+    fn handle_event(
+        &self,
+        device_event: u16,
+        evset: EventSet,
+        vrings: &[Self::Vring],
+        _thread_id: usize,
+    ) -> io::Result<()> {
+        if evset != EventSet::IN {
+            warn!("unexpected event set {evset:?} for event {device_event}");
+            return Ok(());
+        }
+        stats::inc(&self.dev.dc.kicks, 1);
+        match device_event {
+            REQUEST_QUEUE => {
+                if let Some(v) = vrings.get(REQUEST_QUEUE as usize) {
+                    self.process_requests(v)?;
+                }
+                // Requests may have raised events.
+                if let Some(v) = vrings.get(EVENT_QUEUE as usize) {
+                    self.deliver_events(v)?;
+                }
+            }
+            EVENT_QUEUE => {
+                if let Some(v) = vrings.get(EVENT_QUEUE as usize) {
+                    self.deliver_events(v)?;
+                }
+            }
+            NOTIFY_EVENT => {
+                let _ = self.dev.notify.read();
+                if let Some(v) = vrings.get(EVENT_QUEUE as usize) {
+                    self.deliver_events(v)?;
+                }
+            }
+            other => warn!("unknown device event {other}"),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,99 @@
+//! `vcramctl stats [--json|--prometheus] [--watch SECONDS]`: statistics of a running
+//! vcram-device, read over its control socket.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use vcram_device::control;
+use vcram_device::stats::{render_prometheus, render_table, Snapshot};
+
+#[derive(Parser)]
+#[command(name = "vcramctl", version, about = "Inspect a running vcram-device")]
+struct Cli {
+    /// The device's control socket (--control-socket of vcram-device).
+    #[arg(long, short = 's', env = "VCRAM_CONTROL_SOCKET", value_name = "PATH")]
+    socket: PathBuf,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Print statistics.
+    Stats {
+        /// One JSON object per sample.
+        #[arg(long, conflicts_with = "prometheus")]
+        json: bool,
+        /// Prometheus text exposition format.
+        #[arg(long)]
+        prometheus: bool,
+        /// Repeat every SECONDS seconds.
+        #[arg(long, value_name = "SECONDS", value_parser = parse_secs)]
+        watch: Option<f64>,
+        /// Run a scan pass first (finds directly written pages now).
+        #[arg(long)]
+        scan: bool,
+    },
+    /// Check the daemon answers.
+    Ping,
+}
+
+fn parse_secs(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("bad interval {s:?}: {e}"))?;
+    if !(v > 0.0 && v.is_finite()) {
+        return Err(format!("interval {s:?} must be a positive number of seconds"));
+    }
+    Ok(v)
+}
+
+fn fetch(socket: &PathBuf, cmd: &str) -> Result<(String, Snapshot), String> {
+    let line = control::request(socket, cmd)
+        .map_err(|e| format!("cannot talk to {}: {e}", socket.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&line).map_err(|e| format!("bad reply {line:?}: {e}"))?;
+    if let Some(err) = v.get("error") {
+        return Err(format!("device: {err}"));
+    }
+    let s: Snapshot = serde_json::from_value(v).map_err(|e| format!("bad reply: {e}"))?;
+    Ok((line.trim_end().to_string(), s))
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Ping => control::request(&cli.socket, "ping")
+            .map(|l| print!("{l}"))
+            .map_err(|e| format!("cannot talk to {}: {e}", cli.socket.display())),
+        Cmd::Stats {
+            json,
+            prometheus,
+            watch,
+            scan,
+        } => (|| {
+            let cmd = if scan { "scan" } else { "stats" };
+            loop {
+                let (raw, s) = fetch(&cli.socket, cmd)?;
+                if json {
+                    println!("{raw}");
+                } else if prometheus {
+                    print!("{}", render_prometheus(&s));
+                } else {
+                    if watch.is_some() {
+                        print!("\x1b[2J\x1b[H");
+                    }
+                    print!("{}", render_table(&s));
+                }
+                match watch {
+                    Some(w) => std::thread::sleep(Duration::from_secs_f64(w)),
+                    None => return Ok(()),
+                }
+            }
+        })(),
+    };
+    if let Err(e) = r {
+        eprintln!("vcramctl: {e}");
+        std::process::exit(1);
+    }
+}

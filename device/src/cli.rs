@@ -1,0 +1,296 @@
+//! Command line of `vcram-device`.
+
+use std::path::PathBuf;
+
+use clap::{ArgGroup, Parser};
+
+use crate::daemon::DaemonOptions;
+use crate::device::DeviceOptions;
+use crate::protocol::VCRAM_PAGE_SIZE;
+use crate::window::WindowSpec;
+
+/// Parse a size: decimal or 0x-hex, with an optional K/M/G/T suffix (powers of 1024; "KiB",
+/// "KB" and "k" are accepted too).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    if t.is_empty() {
+        return Err("empty size".into());
+    }
+    if let Some(hex) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        return u64::from_str_radix(hex, 16).map_err(|e| format!("bad hex size {s:?}: {e}"));
+    }
+    let split = t
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(t.len());
+    let (num, suffix) = t.split_at(split);
+    if num.is_empty() {
+        return Err(format!("bad size {s:?}: expected a number, e.g. 512M"));
+    }
+    let n: u64 = num
+        .parse()
+        .map_err(|e| format!("bad size {s:?}: {e}"))?;
+    let shift = match suffix.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        other => {
+            return Err(format!(
+                "bad size {s:?}: unknown suffix {other:?} (use K, M, G or T)"
+            ))
+        }
+    };
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("size {s:?} does not fit in 64 bits"))
+}
+
+fn parse_percent(s: &str) -> Result<u32, String> {
+    let v: u32 = s
+        .trim()
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|e| format!("bad percentage {s:?}: {e}"))?;
+    if v > 100 {
+        return Err(format!("percentage {v} is above 100"));
+    }
+    Ok(v)
+}
+
+fn parse_level(s: &str) -> Result<i32, String> {
+    let v: i32 = s
+        .trim()
+        .parse()
+        .map_err(|e| format!("bad zstd level {s:?}: {e}"))?;
+    let r = zstd::compression_level_range();
+    if !r.contains(&v) || v == 0 {
+        return Err(format!(
+            "zstd level {v} is outside {}..={} (0 excluded)",
+            r.start(),
+            r.end()
+        ));
+    }
+    Ok(v)
+}
+
+fn parse_queue_size(s: &str) -> Result<u16, String> {
+    let v: u16 = s
+        .trim()
+        .parse()
+        .map_err(|e| format!("bad queue size {s:?}: {e}"))?;
+    if v == 0 || !v.is_power_of_two() {
+        return Err(format!("queue size {v} must be a power of two"));
+    }
+    Ok(v)
+}
+
+/// vhost-user backend emulating a compressed-RAM (CXL) memory expander.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "vcram-device", version, about)]
+#[command(group(ArgGroup::new("window").required(true).multiple(true).args(["window_base", "window_file"])))]
+pub struct Cli {
+    /// vhost-user socket to listen on (QEMU connects to it).
+    #[arg(long, value_name = "PATH")]
+    pub socket: PathBuf,
+    /// Control socket for `vcramctl` (stats).
+    #[arg(long, value_name = "PATH")]
+    pub control_socket: Option<PathBuf>,
+    /// Guest-physical base of the window (the pc-dimm), e.g. 0x100000000 or 4G.
+    #[arg(long, value_name = "ADDR", value_parser = parse_size)]
+    pub window_base: Option<u64>,
+    /// Size of the window (logical capacity); the region found must have exactly this size.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub window_size: Option<u64>,
+    /// The window's memory-backend file: the region mapped from this file (same inode) is the window.
+    #[arg(long, value_name = "PATH")]
+    pub window_file: Option<PathBuf>,
+    /// NUMA node of the window, reported in config space.
+    #[arg(long, default_value_t = 1)]
+    pub node: u32,
+    /// Physical capacity (default: half the window).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub physical_size: Option<u64>,
+    /// zstd compression level.
+    #[arg(long, default_value = "1", value_parser = parse_level, allow_hyphen_values = true)]
+    pub level: i32,
+    /// Low watermark, percent of physical capacity.
+    #[arg(long, default_value = "75", value_parser = parse_percent)]
+    pub low_watermark: u32,
+    /// High watermark, percent of physical capacity.
+    #[arg(long, default_value = "90", value_parser = parse_percent)]
+    pub high_watermark: u32,
+    /// Hysteresis, percent of physical capacity: a level clears when use falls this far below it.
+    #[arg(long, default_value = "5", value_parser = parse_percent)]
+    pub hysteresis: u32,
+    /// Interval between scans for directly written pages, milliseconds (0: no periodic scan).
+    #[arg(long, default_value_t = 1000)]
+    pub scan_interval_ms: u64,
+    /// Virtio device id QEMU is told to use (informational here; QEMU's `virtio-id`).
+    #[arg(long, default_value_t = 6)]
+    pub virtio_id: u32,
+    /// Pages whose image would be larger than this are stored raw.
+    #[arg(long, value_name = "SIZE", default_value = "4032", value_parser = parse_size)]
+    pub raw_threshold: u64,
+    /// Largest virtqueue size accepted.
+    #[arg(long, default_value = "1024", value_parser = parse_queue_size)]
+    pub queue_size: u16,
+    /// Serve a single frontend connection, then exit.
+    #[arg(long)]
+    pub once: bool,
+}
+
+impl Cli {
+    /// Cross-option checks; returns the daemon options.
+    pub fn into_options(self) -> Result<DaemonOptions, String> {
+        if self.low_watermark >= self.high_watermark {
+            return Err(format!(
+                "--low-watermark ({}%) must be below --high-watermark ({}%)",
+                self.low_watermark, self.high_watermark
+            ));
+        }
+        if let Some(b) = self.window_base {
+            if b % VCRAM_PAGE_SIZE != 0 {
+                return Err(format!("--window-base {b:#x} is not 4 KiB aligned"));
+            }
+        }
+        if let Some(s) = self.window_size {
+            if s == 0 || s % VCRAM_PAGE_SIZE != 0 {
+                return Err(format!(
+                    "--window-size {s:#x} must be a nonzero multiple of 4 KiB"
+                ));
+            }
+        }
+        if let Some(p) = self.physical_size {
+            if p == 0 {
+                return Err("--physical-size must be above 0".into());
+            }
+        }
+        if !(64..=VCRAM_PAGE_SIZE).contains(&self.raw_threshold) {
+            return Err(format!(
+                "--raw-threshold {} must be between 64 and 4096 bytes",
+                self.raw_threshold
+            ));
+        }
+        if let Some(dir) = self.socket.parent() {
+            if !dir.as_os_str().is_empty() && !dir.is_dir() {
+                return Err(format!(
+                    "--socket {}: directory {} does not exist",
+                    self.socket.display(),
+                    dir.display()
+                ));
+            }
+        }
+        let mut window = WindowSpec {
+            base: self.window_base,
+            size: self.window_size,
+            ..Default::default()
+        };
+        if let Some(f) = &self.window_file {
+            window = window
+                .with_file(f)
+                .map_err(|e| format!("--window-file {}: {e}", f.display()))?;
+        }
+        Ok(DaemonOptions {
+            socket: self.socket,
+            control_socket: self.control_socket,
+            once: self.once,
+            device: DeviceOptions {
+                node: self.node,
+                window,
+                physical_size: self.physical_size,
+                level: self.level,
+                raw_threshold: self.raw_threshold as usize,
+                low_watermark: self.low_watermark,
+                high_watermark: self.high_watermark,
+                hysteresis: self.hysteresis,
+                scan_interval_ms: self.scan_interval_ms,
+                queue_size: self.queue_size,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("1t"), Ok(1 << 40));
+        assert_eq!(parse_size("0x100000000"), Ok(1 << 32));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("G").is_err());
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("-5").is_err());
+        assert!(parse_size("99999999999T").is_err());
+        assert!(parse_size("0xzz").is_err());
+    }
+
+    fn parse(args: &[&str]) -> Result<DaemonOptions, String> {
+        let mut v = vec!["vcram-device"];
+        v.extend_from_slice(args);
+        Cli::try_parse_from(v)
+            .map_err(|e| e.to_string())?
+            .into_options()
+    }
+
+    #[test]
+    fn good_command_line() {
+        let o = parse(&[
+            "--socket",
+            "/tmp/x.sock",
+            "--window-base",
+            "4G",
+            "--window-size",
+            "1G",
+            "--physical-size",
+            "256M",
+            "--level",
+            "3",
+            "--low-watermark",
+            "60",
+            "--high-watermark",
+            "85%",
+        ])
+        .unwrap();
+        assert_eq!(o.device.window.base, Some(1 << 32));
+        assert_eq!(o.device.window.size, Some(1 << 30));
+        assert_eq!(o.device.physical_size, Some(256 << 20));
+        assert_eq!(o.device.level, 3);
+        assert_eq!(o.device.high_watermark, 85);
+        assert_eq!(o.device.node, 1);
+        let o = parse(&["--socket", "s", "--window-base", "0", "--level", "-3"]).unwrap();
+        assert_eq!(o.device.level, -3);
+    }
+
+    #[test]
+    fn bad_command_lines() {
+        let cases: &[&[&str]] = &[
+            &["--window-base", "4G"],                                     // no socket
+            &["--socket", "s"],                                           // no window
+            &["--socket", "s", "--window-base", "4Q"],                    // bad size
+            &["--socket", "s", "--window-base", "4097"],                  // unaligned
+            &["--socket", "s", "--window-base", "0", "--window-size", "100"],
+            &["--socket", "s", "--window-base", "0", "--level", "99"],
+            &["--socket", "s", "--window-base", "0", "--level", "x"],
+            &["--socket", "s", "--window-base", "0", "--low-watermark", "101"],
+            &["--socket", "s", "--window-base", "0", "--low-watermark", "90", "--high-watermark", "80"],
+            &["--socket", "s", "--window-base", "0", "--raw-threshold", "8K"],
+            &["--socket", "s", "--window-base", "0", "--queue-size", "100"],
+            &["--socket", "s", "--window-base", "0", "--physical-size", "0"],
+            &["--socket", "s", "--window-file", "/nonexistent/window"],
+            &["--socket", "/nonexistent-dir/s", "--window-base", "0"],
+        ];
+        for c in cases {
+            let e = parse(c).unwrap_err();
+            assert!(!e.is_empty(), "{c:?}");
+        }
+        let e = parse(&["--socket", "s", "--window-file", "/nonexistent/window"]).unwrap_err();
+        assert!(e.contains("/nonexistent/window"), "{e}");
+    }
+}

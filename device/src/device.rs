@@ -1,0 +1,484 @@
+//! One device instance (one frontend connection): window state, page store, events and
+//! counters, shared by the vhost-user thread, the vring thread, the scanner and the control
+//! socket.
+//!
+//! Lock order: `store` before `events`; `published` and `window` are leaf locks. `get_config`
+//! only takes leaf locks that are never held for long, so it answers promptly even while a
+//! large request holds the store.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+use log::{error, info, warn};
+use vm_memory::{ByteValued, Bytes, GuestAddress, GuestAddressSpace};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::events::EventQueue;
+use crate::model::{Counters, Store, StoreConfig, Stored};
+use crate::protocol::*;
+use crate::ratelimit::RateLimiter;
+use crate::request::{self, Desc, GuestBytes, Kind, Refusal, Reject, WindowGeom};
+use crate::rl_warn;
+use crate::stats::{self, DeviceCounters, Snapshot};
+use crate::window::{self, GuestMem, Located, WindowMap, WindowSpec, GM};
+
+/// Options of the device model.
+#[derive(Clone, Debug)]
+pub struct DeviceOptions {
+    pub node: u32,
+    pub window: WindowSpec,
+    /// Physical capacity in bytes; None: half the window.
+    pub physical_size: Option<u64>,
+    pub level: i32,
+    pub raw_threshold: usize,
+    pub low_watermark: u32,
+    pub high_watermark: u32,
+    pub hysteresis: u32,
+    /// 0 disables the periodic scanner.
+    pub scan_interval_ms: u64,
+    pub queue_size: u16,
+}
+
+impl Default for DeviceOptions {
+    fn default() -> Self {
+        DeviceOptions {
+            node: 1,
+            window: WindowSpec::default(),
+            physical_size: None,
+            level: 1,
+            raw_threshold: 4032,
+            low_watermark: 75,
+            high_watermark: 90,
+            hysteresis: 5,
+            scan_interval_ms: 1000,
+            queue_size: 1024,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WindowState {
+    /// No memory table yet.
+    Unknown,
+    /// Memory table received, no region matches.
+    Missing,
+    Ok { base: u64, size: u64 },
+    Bad(String),
+}
+
+impl WindowState {
+    pub fn describe(&self) -> String {
+        match self {
+            WindowState::Unknown => "not mapped yet".into(),
+            WindowState::Missing => "missing".into(),
+            WindowState::Ok { .. } => "ok".into(),
+            WindowState::Bad(m) => format!("bad: {m}"),
+        }
+    }
+}
+
+pub struct Device {
+    pub opts: DeviceOptions,
+    mem: Mutex<Option<GM>>,
+    window: Mutex<WindowState>,
+    store: Mutex<Option<Store>>,
+    published: Mutex<Counters>,
+    pub events: Mutex<EventQueue>,
+    pub dc: DeviceCounters,
+    pub warn: RateLimiter,
+    /// Written when events are queued outside the vring thread.
+    pub notify: EventFd,
+    pub connected: AtomicBool,
+    stop: Mutex<bool>,
+    stop_cv: Condvar,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl GuestBytes for GuestMem {
+    fn read_at(&self, addr: u64, buf: &mut [u8]) -> bool {
+        self.read_slice(buf, GuestAddress(addr)).is_ok()
+    }
+    fn write_at(&self, addr: u64, buf: &[u8]) -> bool {
+        self.write_slice(buf, GuestAddress(addr)).is_ok()
+    }
+}
+
+impl Device {
+    pub fn new(opts: DeviceOptions) -> std::io::Result<Device> {
+        Ok(Device {
+            opts,
+            mem: Mutex::new(None),
+            window: Mutex::new(WindowState::Unknown),
+            store: Mutex::new(None),
+            published: Mutex::new(Counters::default()),
+            events: Mutex::new(EventQueue::new()),
+            dc: DeviceCounters::default(),
+            warn: RateLimiter::new(10),
+            notify: EventFd::new(EFD_NONBLOCK)?,
+            connected: AtomicBool::new(false),
+            stop: Mutex::new(false),
+            stop_cv: Condvar::new(),
+        })
+    }
+
+    pub fn mem(&self) -> Option<GM> {
+        lock(&self.mem).clone()
+    }
+
+    pub fn window_state(&self) -> WindowState {
+        lock(&self.window).clone()
+    }
+
+    fn geom(&self) -> Option<(u64, u64)> {
+        match *lock(&self.window) {
+            WindowState::Ok { base, size } => Some((base, size)),
+            _ => None,
+        }
+    }
+
+    /// Map the window for one batch of work (None if there is no usable window).
+    pub fn map(&self) -> Option<WindowMap> {
+        let (base, size) = self.geom()?;
+        let gm = self.mem()?;
+        WindowMap::get(&gm, base, size)
+    }
+
+    /// The frontend changed the memory table: find the window again.
+    pub fn update_memory(&self, gm: GM) {
+        let located = window::locate(&gm.memory(), &self.opts.window);
+        *lock(&self.mem) = Some(gm);
+        let mut w = lock(&self.window);
+        let next = match located {
+            Located::Found { base, size } => {
+                let mut store = lock(&self.store);
+                match store.as_ref() {
+                    Some(s) if s.config().base != base || s.pages() * VCRAM_PAGE_SIZE != size => {
+                        WindowState::Bad(format!(
+                            "the window moved or changed size ({:#x}+{:#x} -> {base:#x}+{size:#x})",
+                            s.config().base,
+                            s.pages() * VCRAM_PAGE_SIZE
+                        ))
+                    }
+                    Some(_) => WindowState::Ok { base, size },
+                    None => match self.new_store(base, size) {
+                        Ok(s) => {
+                            *lock(&self.published) = s.counters();
+                            *store = Some(s);
+                            WindowState::Ok { base, size }
+                        }
+                        Err(e) => WindowState::Bad(format!("cannot create the page store: {e}")),
+                    },
+                }
+            }
+            Located::Bad(m) => WindowState::Bad(m),
+            Located::Missing { regions } => {
+                if matches!(*w, WindowState::Ok { .. }) {
+                    warn!(
+                        "window ({}) is no longer among the {regions} shared regions: not serving",
+                        self.opts.window.describe()
+                    );
+                } else {
+                    info!(
+                        "window ({}) not among the {regions} shared regions yet",
+                        self.opts.window.describe()
+                    );
+                }
+                WindowState::Missing
+            }
+        };
+        if next != *w {
+            match &next {
+                WindowState::Ok { base, size } => info!(
+                    "window found: base {base:#x}, {size:#x} bytes ({} pages), node {}",
+                    size / VCRAM_PAGE_SIZE,
+                    self.opts.node
+                ),
+                WindowState::Bad(m) => error!("window unusable: {m}; not serving requests"),
+                _ => {}
+            }
+        }
+        *w = next;
+    }
+
+    fn new_store(&self, base: u64, size: u64) -> std::io::Result<Store> {
+        let physical = self.opts.physical_size.unwrap_or(size / 2);
+        Store::new(StoreConfig {
+            base,
+            pages: size / VCRAM_PAGE_SIZE,
+            physical_capacity: physical,
+            level: self.opts.level,
+            raw_threshold: self.opts.raw_threshold,
+            low_watermark: self.opts.low_watermark,
+            high_watermark: self.opts.high_watermark,
+            hysteresis: self.opts.hysteresis,
+        })
+    }
+
+    /// Publish the store's counters and move its events to the event queue. Returns whether
+    /// events were queued.
+    pub fn after_op(&self, store: &mut Store) -> bool {
+        let c = store.counters();
+        *lock(&self.published) = c;
+        if !store.has_events() {
+            return false;
+        }
+        let evs = store.take_events();
+        let mut q = lock(&self.events);
+        for e in evs {
+            q.push(e, c.overflow_pages);
+        }
+        true
+    }
+
+    /// Handle one requestq chain. Returns the number of bytes written to the chain.
+    pub fn handle_request(&self, descs: &[Desc], mem: &dyn GuestBytes) -> u32 {
+        let map = self.map();
+        let geom = map.as_ref().map(|m| WindowGeom {
+            base: m.base,
+            pages: m.pages(),
+        });
+        let resp = match request::parse(descs, mem, geom) {
+            Err(r) => {
+                self.refuse(r);
+                if r.reason == Reject::NoResponseBuffer {
+                    return 0;
+                }
+                VcramResp::new(r.reason.status(), r.bad_range, 0, 0)
+            }
+            Ok(req) => match map {
+                None => {
+                    self.refuse(Refusal {
+                        reason: Reject::NoWindow,
+                        bad_range: VCRAM_NO_RANGE,
+                    });
+                    VcramResp::new(VCRAM_S_NO_WINDOW, VCRAM_NO_RANGE, 0, 0)
+                }
+                Some(map) => self.execute(&req, &map),
+            },
+        };
+        match request::scatter(descs, mem, resp.as_slice()) {
+            Some(n) => n,
+            None => {
+                stats::inc(&self.dc.unanswerable, 1);
+                rl_warn!(
+                    self.warn,
+                    "request response buffer lies outside guest memory; request dropped"
+                );
+                0
+            }
+        }
+    }
+
+    fn refuse(&self, r: Refusal) {
+        self.dc.reject(r.reason);
+        rl_warn!(
+            self.warn,
+            "rejected request: {} (status {}, range {})",
+            r.reason.name(),
+            status_name(r.reason.status()),
+            if r.bad_range == VCRAM_NO_RANGE {
+                "-".to_string()
+            } else {
+                r.bad_range.to_string()
+            }
+        );
+    }
+
+    /// Run a validated request against the window.
+    pub fn execute(&self, req: &request::Request, map: &WindowMap) -> VcramResp {
+        let mut guard = lock(&self.store);
+        let Some(store) = guard.as_mut() else {
+            return VcramResp::new(VCRAM_S_NO_WINDOW, VCRAM_NO_RANGE, 0, 0);
+        };
+        if store.pages() != map.pages() {
+            return VcramResp::new(VCRAM_S_NO_WINDOW, VCRAM_NO_RANGE, 0, 0);
+        }
+        let mut done = 0u64;
+        let mut overflowed = 0u64;
+        let mut status = VCRAM_S_OK;
+        match req.kind {
+            Kind::Discard => {
+                stats::inc(&self.dc.discard_requests, 1);
+                for &(first, n) in &req.ranges {
+                    if !map.zero(first, n) || !store.discard_range(first, n) {
+                        status = VCRAM_S_DEVICE_ERROR;
+                        break;
+                    }
+                    done += n;
+                }
+            }
+            Kind::Commit => {
+                stats::inc(&self.dc.commit_requests, 1);
+                let mut scratch = vec![0u8; VCRAM_PAGE_SIZE as usize];
+                'outer: for &(first, n) in &req.ranges {
+                    for idx in first..first.saturating_add(n) {
+                        let Some(live) = map.page(idx) else {
+                            status = VCRAM_S_DEVICE_ERROR;
+                            break 'outer;
+                        };
+                        scratch.copy_from_slice(live);
+                        match store.store_page(idx, &scratch) {
+                            Some(Stored::Overflow) => overflowed += 1,
+                            Some(_) => {}
+                            None => {
+                                status = VCRAM_S_DEVICE_ERROR;
+                                break 'outer;
+                            }
+                        }
+                        done += 1;
+                    }
+                }
+                store.counters_mut().commit_pages += done;
+            }
+        }
+        if status != VCRAM_S_OK {
+            stats::inc(&self.dc.device_errors, 1);
+            error!("internal error executing a {:?} request", req.kind);
+        }
+        self.after_op(store);
+        VcramResp::new(status, VCRAM_NO_RANGE, done, overflowed)
+    }
+
+    /// One scan pass over the window. Returns false when there was nothing to scan.
+    pub fn scan_pass(&self) -> bool {
+        const CHUNK: u64 = 1024;
+        let Some(map) = self.map() else {
+            return false;
+        };
+        let pages = map.pages();
+        let mut scratch = vec![0u8; VCRAM_PAGE_SIZE as usize];
+        let t0 = std::time::Instant::now();
+        let mut events = false;
+        let mut idx = 0u64;
+        while idx < pages {
+            let end = (idx + CHUNK).min(pages);
+            let mut guard = lock(&self.store);
+            let Some(store) = guard.as_mut() else {
+                return false;
+            };
+            if store.pages() != pages {
+                return false;
+            }
+            for i in idx..end {
+                if let Some(live) = map.page(i) {
+                    store.scan_page(i, live, &mut scratch);
+                }
+            }
+            events |= self.after_op(store);
+            drop(guard);
+            idx = end;
+            if self.stopping() {
+                break;
+            }
+        }
+        let ns = t0.elapsed().as_nanos() as u64;
+        if let Some(store) = lock(&self.store).as_mut() {
+            store.note_scan(ns);
+            events |= self.after_op(store);
+        }
+        if events {
+            let _ = self.notify.write(1);
+        }
+        true
+    }
+
+    pub fn request_stop(&self) {
+        *lock(&self.stop) = true;
+        self.stop_cv.notify_all();
+    }
+
+    pub fn stopping(&self) -> bool {
+        *lock(&self.stop)
+    }
+
+    /// Sleep up to `ms`; returns true if a stop was requested.
+    pub fn wait_stop(&self, ms: u64) -> bool {
+        let g = lock(&self.stop);
+        let (g, _) = self
+            .stop_cv
+            .wait_timeout_while(g, std::time::Duration::from_millis(ms), |s| !*s)
+            .unwrap_or_else(|e| e.into_inner());
+        *g
+    }
+
+    /// The config space (256 bytes; the defined part is `VCRAM_CONFIG_SIZE`).
+    pub fn config_bytes(&self) -> [u8; VCRAM_CONFIG_MAX] {
+        let c = *lock(&self.published);
+        let ws = self.window_state();
+        let (base, size) = match ws {
+            WindowState::Ok { base, size } => (base, size),
+            _ => (0, 0),
+        };
+        let mut status = 0;
+        match ws {
+            WindowState::Ok { .. } => status |= VCRAM_ST_WINDOW_OK,
+            WindowState::Bad(_) => status |= VCRAM_ST_WINDOW_BAD,
+            _ => {}
+        }
+        if c.overflow_pages > 0 {
+            status |= VCRAM_ST_OVERFLOW;
+        }
+        let seq = lock(&self.events).last_seq();
+        let cfg = VcramConfig {
+            magic: VCRAM_MAGIC.into(),
+            version_major: VCRAM_VERSION_MAJOR.into(),
+            version_minor: VCRAM_VERSION_MINOR.into(),
+            node: self.opts.node.into(),
+            page_size: (VCRAM_PAGE_SIZE as u32).into(),
+            window_base: base.into(),
+            window_size: size.into(),
+            physical_capacity: c.physical_capacity.into(),
+            low_watermark: self.opts.low_watermark.into(),
+            high_watermark: self.opts.high_watermark.into(),
+            status: status.into(),
+            pressure_level: c.pressure_level.into(),
+            max_ranges: VCRAM_MAX_RANGES.into(),
+            event_size: (VCRAM_EVENT_SIZE as u32).into(),
+            physical_used: c.physical_used.into(),
+            stored_pages: c.stored_pages.into(),
+            same_pages: c.same_pages.into(),
+            compressed_bytes: c.compressed_bytes.into(),
+            overflow_pages: c.overflow_pages.into(),
+            raw_pages: c.raw_pages.into(),
+            event_seq: seq.into(),
+            granule: (crate::model::arena::GRANULE as u32).into(),
+            reserved: 0.into(),
+        };
+        let mut out = [0u8; VCRAM_CONFIG_MAX];
+        out[..VCRAM_CONFIG_SIZE].copy_from_slice(cfg.as_slice());
+        out
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let c = *lock(&self.published);
+        let ws = self.window_state();
+        let mut s = Snapshot {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            connected: self.connected.load(Ordering::Relaxed),
+            window_status: ws.describe(),
+            node: self.opts.node,
+            zstd_level: self.opts.level,
+            raw_threshold: self.opts.raw_threshold as u64,
+            low_watermark: self.opts.low_watermark,
+            high_watermark: self.opts.high_watermark,
+            scan_interval_ms: self.opts.scan_interval_ms,
+            rss_bytes: stats::rss_bytes(),
+            ..Default::default()
+        };
+        if let WindowState::Ok { base, size } = ws {
+            s.window_base = base;
+            s.logical_capacity = size;
+        }
+        s.set_store(&c);
+        s.set_device(&self.dc);
+        let q = lock(&self.events);
+        s.events_generated = q.generated;
+        s.events_delivered = q.delivered;
+        s.events_lost = q.lost;
+        s.events_pending = q.len() as u64;
+        s
+    }
+}

@@ -1,0 +1,21 @@
+//! vcram-device: a vhost-user backend emulating a compressed-RAM (CXL) memory expander.
+//!
+//! - [`protocol`]: the wire format shared with the guest driver (see `PROTOCOL.md`).
+//! - [`model`]: the page store, compression and image arena (no vhost dependency).
+//! - [`request`]: parsing and validation of guest requests.
+//! - [`device`]: one device instance; [`backend`]: the vhost-user trait implementation.
+//! - [`scanner`], [`control`], [`stats`], [`daemon`], [`cli`].
+
+pub mod backend;
+pub mod cli;
+pub mod control;
+pub mod daemon;
+pub mod device;
+pub mod events;
+pub mod model;
+pub mod protocol;
+pub mod ratelimit;
+pub mod request;
+pub mod scanner;
+pub mod stats;
+pub mod window;

@@ -1,0 +1,185 @@
+//! Finding the window (the pc-dimm's RAM region) among the regions the frontend shares.
+//!
+//! `update_memory()` calls [`locate`] every time; the data path calls [`WindowMap::get`] for
+//! every batch of work, so host pointers are never kept across memory-table updates. A
+//! `WindowMap` holds a reference-counted snapshot of the memory table, which keeps the mapping
+//! alive while it is in use even if the frontend removes the region meanwhile.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use vm_memory::{
+    GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend, GuestMemoryLoadGuard, GuestMemoryMmap,
+    GuestMemoryRegion,
+};
+
+use crate::protocol::VCRAM_PAGE_SIZE;
+
+pub type GuestMem = GuestMemoryMmap<()>;
+pub type GM = GuestMemoryAtomic<GuestMem>;
+
+/// What identifies the window.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WindowSpec {
+    /// Guest-physical base the region must start at.
+    pub base: Option<u64>,
+    /// Size the region must have.
+    pub size: Option<u64>,
+    /// (st_dev, st_ino) of the memory-backend file the region must be mapped from.
+    pub file_id: Option<(u64, u64)>,
+    /// The file path (for messages).
+    pub file_path: Option<String>,
+}
+
+impl WindowSpec {
+    pub fn with_file(mut self, path: &Path) -> std::io::Result<Self> {
+        let md = std::fs::metadata(path)?;
+        self.file_id = Some((md.dev(), md.ino()));
+        self.file_path = Some(path.display().to_string());
+        Ok(self)
+    }
+
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(b) = self.base {
+            parts.push(format!("base {b:#x}"));
+        }
+        if let Some(p) = &self.file_path {
+            parts.push(format!("file {p}"));
+        }
+        if let Some(s) = self.size {
+            parts.push(format!("size {s:#x}"));
+        }
+        parts.join(", ")
+    }
+}
+
+/// Outcome of looking for the window.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Located {
+    Found { base: u64, size: u64 },
+    /// A region matched but cannot be used.
+    Bad(String),
+    /// No region matched.
+    Missing { regions: usize },
+}
+
+/// Look for the window among the regions of `mem`.
+pub fn locate(mem: &GuestMem, spec: &WindowSpec) -> Located {
+    let mut regions = 0usize;
+    for r in mem.iter() {
+        regions += 1;
+        let start = r.start_addr().0;
+        if let Some(b) = spec.base {
+            if start != b {
+                continue;
+            }
+        }
+        if let Some(id) = spec.file_id {
+            let same = r
+                .file_offset()
+                .and_then(|fo| fo.file().metadata().ok())
+                .map(|md| (md.dev(), md.ino()) == id)
+                .unwrap_or(false);
+            if !same {
+                if spec.base.is_some() {
+                    return Located::Bad(format!(
+                        "the region at {start:#x} is not mapped from {}",
+                        spec.file_path.as_deref().unwrap_or("the window file")
+                    ));
+                }
+                continue;
+            }
+        }
+        let len = r.len();
+        if let Some(want) = spec.size {
+            if len != want {
+                return Located::Bad(format!(
+                    "the window region at {start:#x} is {len:#x} bytes, expected {want:#x} (--window-size)"
+                ));
+            }
+        }
+        if start % VCRAM_PAGE_SIZE != 0 || len % VCRAM_PAGE_SIZE != 0 || len == 0 {
+            return Located::Bad(format!(
+                "the window region at {start:#x} ({len:#x} bytes) is not 4 KiB aligned"
+            ));
+        }
+        return Located::Found { base: start, size: len };
+    }
+    Located::Missing { regions }
+}
+
+/// A usable mapping of the window for the duration of one batch of work.
+pub struct WindowMap {
+    _guard: GuestMemoryLoadGuard<GuestMem>,
+    host: *mut u8,
+    pub base: u64,
+    pub size: u64,
+}
+
+impl WindowMap {
+    /// Map the window `[base, base + size)` from the current memory table, if it is there.
+    pub fn get(gm: &GM, base: u64, size: u64) -> Option<WindowMap> {
+        let guard = gm.memory();
+        let r = guard.find_region(GuestAddress(base))?;
+        if r.start_addr().0 != base || r.len() < size {
+            return None;
+        }
+        let host = r.get_host_address(vm_memory::MemoryRegionAddress(0)).ok()?;
+        Some(WindowMap {
+            _guard: guard,
+            host,
+            base,
+            size,
+        })
+    }
+
+    pub fn pages(&self) -> u64 {
+        self.size / VCRAM_PAGE_SIZE
+    }
+
+    /// The live bytes of page `idx` (guest memory: the guest may change them at any time).
+    #[inline]
+    pub fn page(&self, idx: u64) -> Option<&[u8]> {
+        if idx >= self.pages() {
+            return None;
+        }
+        // SAFETY: idx < pages, so the 4 KiB span lies inside the mapped region, which the
+        // guard keeps mapped. The guest may write concurrently; we only hash or copy the bytes
+        // and never rely on them staying stable.
+        unsafe {
+            Some(std::slice::from_raw_parts(
+                self.host.add((idx * VCRAM_PAGE_SIZE) as usize),
+                VCRAM_PAGE_SIZE as usize,
+            ))
+        }
+    }
+
+    /// Zero `n` pages from `first` (the caller validated the range). Large runs are punched out
+    /// of the shared backing file (MADV_REMOVE) so the host memory is released too; the
+    /// frontend's mapping of the same file reads zeros afterwards.
+    pub fn zero(&self, first: u64, n: u64) -> bool {
+        let Some(end) = first.checked_add(n) else {
+            return false;
+        };
+        if end > self.pages() {
+            return false;
+        }
+        let off = (first * VCRAM_PAGE_SIZE) as usize;
+        let len = (n * VCRAM_PAGE_SIZE) as usize;
+        // SAFETY: [off, off + len) is inside the mapped window (checked above).
+        unsafe {
+            let p = self.host.add(off);
+            if n >= PUNCH_MIN_PAGES
+                && libc::madvise(p as *mut libc::c_void, len, libc::MADV_REMOVE) == 0
+            {
+                return true;
+            }
+            std::ptr::write_bytes(p, 0, len);
+        }
+        true
+    }
+}
+
+/// Runs at least this long are released with MADV_REMOVE instead of memset.
+pub const PUNCH_MIN_PAGES: u64 = 64;
