@@ -8,10 +8,15 @@ use log::{debug, warn};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
 use virtio_bindings::bindings::virtio_config::VIRTIO_F_VERSION_1;
-use virtio_bindings::bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
+use virtio_bindings::bindings::virtio_ring::{
+    VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
+};
 use virtio_queue::QueueT;
 use vm_memory::{ByteValued, GuestAddressSpace};
 use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{
+    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
+};
 
 use crate::device::Device;
 use crate::protocol::*;
@@ -141,10 +146,7 @@ impl VcramBackend {
             if used && vring.needs_notification().map_err(io::Error::other)? {
                 vring.signal_used_queue()?;
             }
-            if !event_idx
-                || !pending
-                || !vring.enable_notification().map_err(io::Error::other)?
-            {
+            if !event_idx || !pending || !vring.enable_notification().map_err(io::Error::other)? {
                 break;
             }
         }
@@ -210,12 +212,36 @@ impl VhostUserBackend for VcramBackend {
         Ok(())
     }
 
+    fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        new_event_consumer_and_notifier(EventFlag::NONBLOCK).ok()
+    }
+
     fn handle_event(
         &self,
         device_event: u16,
         evset: EventSet,
         vrings: &[Self::Vring],
         _thread_id: usize,
+    ) -> io::Result<()> {
+        // An error returned from here would stop the vring worker thread for good; a broken
+        // ring (bad used-ring address, ...) is the driver's fault: log it and keep serving.
+        if let Err(e) = self.dispatch(device_event, evset, vrings) {
+            stats::inc(&self.dev.dc.device_errors, 1);
+            rl_warn!(
+                self.dev.warn,
+                "virtqueue processing failed (event {device_event}): {e}"
+            );
+        }
+        Ok(())
+    }
+}
+
+impl VcramBackend {
+    fn dispatch(
+        &self,
+        device_event: u16,
+        evset: EventSet,
+        vrings: &[VringRwLock<GM>],
     ) -> io::Result<()> {
         if evset != EventSet::IN {
             warn!("unexpected event set {evset:?} for event {device_event}");

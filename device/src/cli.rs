@@ -19,16 +19,12 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     if let Some(hex) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
         return u64::from_str_radix(hex, 16).map_err(|e| format!("bad hex size {s:?}: {e}"));
     }
-    let split = t
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, suffix) = t.split_at(split);
     if num.is_empty() {
         return Err(format!("bad size {s:?}: expected a number, e.g. 512M"));
     }
-    let n: u64 = num
-        .parse()
-        .map_err(|e| format!("bad size {s:?}: {e}"))?;
+    let n: u64 = num.parse().map_err(|e| format!("bad size {s:?}: {e}"))?;
     let shift = match suffix.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 0,
         "k" | "kb" | "kib" => 10,
@@ -271,18 +267,55 @@ mod tests {
     #[test]
     fn bad_command_lines() {
         let cases: &[&[&str]] = &[
-            &["--window-base", "4G"],                                     // no socket
-            &["--socket", "s"],                                           // no window
-            &["--socket", "s", "--window-base", "4Q"],                    // bad size
-            &["--socket", "s", "--window-base", "4097"],                  // unaligned
-            &["--socket", "s", "--window-base", "0", "--window-size", "100"],
+            &["--window-base", "4G"],                    // no socket
+            &["--socket", "s"],                          // no window
+            &["--socket", "s", "--window-base", "4Q"],   // bad size
+            &["--socket", "s", "--window-base", "4097"], // unaligned
+            &[
+                "--socket",
+                "s",
+                "--window-base",
+                "0",
+                "--window-size",
+                "100",
+            ],
             &["--socket", "s", "--window-base", "0", "--level", "99"],
             &["--socket", "s", "--window-base", "0", "--level", "x"],
-            &["--socket", "s", "--window-base", "0", "--low-watermark", "101"],
-            &["--socket", "s", "--window-base", "0", "--low-watermark", "90", "--high-watermark", "80"],
-            &["--socket", "s", "--window-base", "0", "--raw-threshold", "8K"],
+            &[
+                "--socket",
+                "s",
+                "--window-base",
+                "0",
+                "--low-watermark",
+                "101",
+            ],
+            &[
+                "--socket",
+                "s",
+                "--window-base",
+                "0",
+                "--low-watermark",
+                "90",
+                "--high-watermark",
+                "80",
+            ],
+            &[
+                "--socket",
+                "s",
+                "--window-base",
+                "0",
+                "--raw-threshold",
+                "8K",
+            ],
             &["--socket", "s", "--window-base", "0", "--queue-size", "100"],
-            &["--socket", "s", "--window-base", "0", "--physical-size", "0"],
+            &[
+                "--socket",
+                "s",
+                "--window-base",
+                "0",
+                "--physical-size",
+                "0",
+            ],
             &["--socket", "s", "--window-file", "/nonexistent/window"],
             &["--socket", "/nonexistent-dir/s", "--window-base", "0"],
         ];

@@ -58,7 +58,9 @@ fn reply(cmd: &str, current: &Current) -> String {
             serde_json::to_string(&d.snapshot()).unwrap_or_default()
         }
         ("stats" | "scan", None) => r#"{"error":"no device"}"#.to_string(),
-        (other, _) => serde_json::json!({ "error": format!("unknown command {other:?}") }).to_string(),
+        (other, _) => {
+            serde_json::json!({ "error": format!("unknown command {other:?}") }).to_string()
+        }
     }
 }
 

@@ -62,7 +62,10 @@ pub enum WindowState {
     Unknown,
     /// Memory table received, no region matches.
     Missing,
-    Ok { base: u64, size: u64 },
+    Ok {
+        base: u64,
+        size: u64,
+    },
     Bad(String),
 }
 
@@ -103,6 +106,18 @@ impl GuestBytes for GuestMem {
     }
     fn write_at(&self, addr: u64, buf: &[u8]) -> bool {
         self.write_slice(buf, GuestAddress(addr)).is_ok()
+    }
+    fn valid(&self, addr: u64, len: u64) -> bool {
+        usize::try_from(len)
+            .map(|l| {
+                vm_memory::GuestMemory::check_range(
+                    self,
+                    GuestAddress(addr),
+                    l,
+                    vm_memory::Permissions::Write,
+                )
+            })
+            .unwrap_or(false)
     }
 }
 
@@ -164,8 +179,11 @@ impl Device {
                     }
                     Some(_) => WindowState::Ok { base, size },
                     None => match self.new_store(base, size) {
-                        Ok(s) => {
-                            *lock(&self.published) = s.counters();
+                        Ok(mut s) => {
+                            // metadata alone may already be past a watermark
+                            if self.after_op(&mut s) {
+                                let _ = self.notify.write(1);
+                            }
                             *store = Some(s);
                             WindowState::Ok { base, size }
                         }

@@ -19,6 +19,8 @@ pub trait GuestBytes {
     fn read_at(&self, addr: u64, buf: &mut [u8]) -> bool;
     /// Write `buf` at `addr`; false if any byte is outside guest memory.
     fn write_at(&self, addr: u64, buf: &[u8]) -> bool;
+    /// Whether `[addr, addr + len)` is entirely guest memory.
+    fn valid(&self, addr: u64, len: u64) -> bool;
 }
 
 /// Why a request was refused (one counter each).
@@ -192,6 +194,14 @@ pub fn parse(
     window: Option<WindowGeom>,
 ) -> Result<Request, Refusal> {
     check_layout(descs)?;
+    // The response must be deliverable before anything is executed.
+    if descs
+        .iter()
+        .filter(|d| d.writable)
+        .any(|d| !mem.valid(d.addr, u64::from(d.len)))
+    {
+        return Err(Refusal::new(Reject::BadAddress));
+    }
     // Gather the readable bytes (bounded).
     let readable: u64 = descs
         .iter()
@@ -205,7 +215,9 @@ pub fn parse(
         // Too long for any valid request; look at the header only to report the type first.
         let mut hdr = [0u8; VCRAM_REQ_HEADER_SIZE];
         gather(descs, mem, &mut hdr)?;
-        let h = VcramReqHeader::from_slice(&hdr).copied().unwrap_or_default();
+        let h = VcramReqHeader::from_slice(&hdr)
+            .copied()
+            .unwrap_or_default();
         check_type(u32::from(h.req_type))?;
         return Err(Refusal::new(Reject::LengthMismatch));
     }
@@ -357,6 +369,12 @@ pub mod tests {
                 None => false,
             }
         }
+        fn valid(&self, addr: u64, len: u64) -> bool {
+            usize::try_from(len)
+                .ok()
+                .and_then(|l| self.span(addr, l))
+                .is_some()
+        }
     }
 
     const W: WindowGeom = WindowGeom {
@@ -429,11 +447,31 @@ pub mod tests {
         m.put(0x3000, &b[10..40]);
         m.put(0x5000, &b[40..]);
         let d = vec![
-            Desc { addr: 0x1000, len: 10, writable: false },
-            Desc { addr: 0x3000, len: 30, writable: false },
-            Desc { addr: 0x5000, len: 8, writable: false },
-            Desc { addr: 0x8000, len: 12, writable: true },
-            Desc { addr: 0x9000, len: 12, writable: true },
+            Desc {
+                addr: 0x1000,
+                len: 10,
+                writable: false,
+            },
+            Desc {
+                addr: 0x3000,
+                len: 30,
+                writable: false,
+            },
+            Desc {
+                addr: 0x5000,
+                len: 8,
+                writable: false,
+            },
+            Desc {
+                addr: 0x8000,
+                len: 12,
+                writable: true,
+            },
+            Desc {
+                addr: 0x9000,
+                len: 12,
+                writable: true,
+            },
         ];
         assert_eq!(parse(&d, &m, Some(W)).unwrap().ranges, vec![(0, 1), (1, 1)]);
         // response scattered over two writable descriptors
@@ -479,8 +517,19 @@ pub mod tests {
         d[0].len = u32::MAX;
         assert_eq!(refuse(&d, &m).reason, Reject::LengthMismatch);
         // too many descriptors
-        let mut many = vec![Desc { addr: 0x1000, len: 1, writable: false }; VCRAM_MAX_CHAIN_DESCS];
-        many.push(Desc { addr: 0x8000, len: 24, writable: true });
+        let mut many = vec![
+            Desc {
+                addr: 0x1000,
+                len: 1,
+                writable: false
+            };
+            VCRAM_MAX_CHAIN_DESCS
+        ];
+        many.push(Desc {
+            addr: 0x8000,
+            len: 24,
+            writable: true,
+        });
         assert_eq!(refuse(&many, &m).reason, Reject::ChainTooLong);
     }
 
@@ -492,21 +541,24 @@ pub mod tests {
         assert_eq!(refuse(&d, &m).reason, Reject::BadAddress);
         d[0].addr = 0x1_0000_0000_0000;
         assert_eq!(refuse(&d, &m).reason, Reject::BadAddress);
-        // response buffer outside guest memory: scatter reports it
+        // response buffer outside guest memory: refused before anything runs, and scatter
+        // cannot write the status either
+        d[0].addr = 0x1000;
         d[1].addr = 0x7fff_ffff_0000;
+        assert_eq!(refuse(&d, &m).reason, Reject::BadAddress);
         assert_eq!(scatter(&d, &m, &[0u8; 24]), None);
     }
 
     #[test]
     fn ranges_outside_window() {
         let cases: &[(u64, u32)] = &[
-            (W.base - 4096, 1),            // below
-            (W.base + 1024 * 4096, 1),     // just past the end
-            (W.base + 1023 * 4096, 2),     // runs past the end
-            (W.base + 100, 1),             // unaligned
-            (W.base, 0),                   // empty
-            (u64::MAX & !0xfff, u32::MAX), // wraps
-            (0, 1),                        // far below
+            (W.base - 4096, 1),        // below
+            (W.base + 1024 * 4096, 1), // just past the end
+            (W.base + 1023 * 4096, 2), // runs past the end
+            (W.base + 100, 1),         // unaligned
+            (W.base, 0),               // empty
+            (!0xfffu64, u32::MAX),     // wraps
+            (0, 1),                    // far below
         ];
         for &(a, n) in cases {
             let b = req_bytes(VCRAM_REQ_COMMIT, &[(W.base, 1), (a, n)]);
@@ -522,7 +574,11 @@ pub mod tests {
     fn overlapping_ranges() {
         let b = req_bytes(
             VCRAM_REQ_DISCARD,
-            &[(W.base + 10 * 4096, 5), (W.base, 2), (W.base + 14 * 4096, 1)],
+            &[
+                (W.base + 10 * 4096, 5),
+                (W.base, 2),
+                (W.base + 14 * 4096, 1),
+            ],
         );
         let (m, d) = setup(&b);
         let r = refuse(&d, &m);

@@ -153,7 +153,12 @@ impl Snapshot {
         self.bad_requests = get(&d.bad_requests);
         self.rejects = Reject::ALL
             .iter()
-            .map(|r| (r.name().to_string(), d.rejects.get(r.index()).map(get).unwrap_or(0)))
+            .map(|r| {
+                (
+                    r.name().to_string(),
+                    d.rejects.get(r.index()).map(get).unwrap_or(0),
+                )
+            })
             .collect();
         self.unanswerable_requests = get(&d.unanswerable);
         self.bad_event_buffers = get(&d.bad_event_buffers);
@@ -212,7 +217,11 @@ pub fn render_table(s: &Snapshot) -> String {
         format!(
             "vcram-device {}  frontend {}  window {}",
             s.version,
-            if s.connected { "connected" } else { "not connected" },
+            if s.connected {
+                "connected"
+            } else {
+                "not connected"
+            },
             s.window_status
         ),
     );
@@ -342,45 +351,212 @@ pub fn render_prometheus(s: &Snapshot) -> String {
     let g = "gauge";
     let c = "counter";
     let m: Vec<(&str, &str, &str, f64)> = vec![
-        ("vcram_up", "1 if a frontend is connected", g, s.connected as u8 as f64),
-        ("vcram_window_ok", "1 if the window is mapped and served", g, (s.window_status == "ok") as u8 as f64),
-        ("vcram_logical_capacity_bytes", "window size", g, s.logical_capacity as f64),
-        ("vcram_physical_capacity_bytes", "physical capacity", g, s.physical_capacity as f64),
-        ("vcram_physical_used_bytes", "physical bytes used (images rounded to the granule + metadata)", g, s.physical_used as f64),
-        ("vcram_physical_used_max_bytes", "highest physical use", g, s.max_physical_used as f64),
-        ("vcram_metadata_bytes", "page table bytes", g, s.metadata_bytes as f64),
-        ("vcram_original_bytes", "bytes of page content held", g, s.original_bytes as f64),
-        ("vcram_compressed_bytes", "exact image bytes", g, s.compressed_bytes as f64),
-        ("vcram_image_bytes", "image bytes rounded to the granule", g, s.image_bytes as f64),
-        ("vcram_arena_bytes", "bytes reserved by the image arena", g, s.arena_bytes as f64),
-        ("vcram_compression_ratio", "original / compressed bytes", g, s.ratio),
-        ("vcram_stored_pages", "pages holding data", g, s.stored_pages as f64),
-        ("vcram_same_pages", "same-filled pages", g, s.same_pages as f64),
+        (
+            "vcram_up",
+            "1 if a frontend is connected",
+            g,
+            s.connected as u8 as f64,
+        ),
+        (
+            "vcram_window_ok",
+            "1 if the window is mapped and served",
+            g,
+            (s.window_status == "ok") as u8 as f64,
+        ),
+        (
+            "vcram_logical_capacity_bytes",
+            "window size",
+            g,
+            s.logical_capacity as f64,
+        ),
+        (
+            "vcram_physical_capacity_bytes",
+            "physical capacity",
+            g,
+            s.physical_capacity as f64,
+        ),
+        (
+            "vcram_physical_used_bytes",
+            "physical bytes used (images rounded to the granule + metadata)",
+            g,
+            s.physical_used as f64,
+        ),
+        (
+            "vcram_physical_used_max_bytes",
+            "highest physical use",
+            g,
+            s.max_physical_used as f64,
+        ),
+        (
+            "vcram_metadata_bytes",
+            "page table bytes",
+            g,
+            s.metadata_bytes as f64,
+        ),
+        (
+            "vcram_original_bytes",
+            "bytes of page content held",
+            g,
+            s.original_bytes as f64,
+        ),
+        (
+            "vcram_compressed_bytes",
+            "exact image bytes",
+            g,
+            s.compressed_bytes as f64,
+        ),
+        (
+            "vcram_image_bytes",
+            "image bytes rounded to the granule",
+            g,
+            s.image_bytes as f64,
+        ),
+        (
+            "vcram_arena_bytes",
+            "bytes reserved by the image arena",
+            g,
+            s.arena_bytes as f64,
+        ),
+        (
+            "vcram_compression_ratio",
+            "original / compressed bytes",
+            g,
+            s.ratio,
+        ),
+        (
+            "vcram_stored_pages",
+            "pages holding data",
+            g,
+            s.stored_pages as f64,
+        ),
+        (
+            "vcram_same_pages",
+            "same-filled pages",
+            g,
+            s.same_pages as f64,
+        ),
         ("vcram_zero_pages", "all-zero pages", g, s.zero_pages as f64),
-        ("vcram_compressed_pages", "pages held compressed", g, s.compressed_pages as f64),
-        ("vcram_incompressible_pages", "pages held raw", g, s.raw_pages as f64),
-        ("vcram_overflow_pages", "pages not stored now (capacity exhausted)", g, s.overflow_pages as f64),
-        ("vcram_overflow_pages_total", "page stores that overflowed", c, s.overflow_pages_total as f64),
-        ("vcram_discard_requests_total", "DISCARD requests", c, s.discard_requests as f64),
-        ("vcram_discard_pages_total", "pages discarded", c, s.discard_pages as f64),
-        ("vcram_commit_requests_total", "COMMIT requests", c, s.commit_requests as f64),
-        ("vcram_commit_pages_total", "pages committed", c, s.commit_pages as f64),
+        (
+            "vcram_compressed_pages",
+            "pages held compressed",
+            g,
+            s.compressed_pages as f64,
+        ),
+        (
+            "vcram_incompressible_pages",
+            "pages held raw",
+            g,
+            s.raw_pages as f64,
+        ),
+        (
+            "vcram_overflow_pages",
+            "pages not stored now (capacity exhausted)",
+            g,
+            s.overflow_pages as f64,
+        ),
+        (
+            "vcram_overflow_pages_total",
+            "page stores that overflowed",
+            c,
+            s.overflow_pages_total as f64,
+        ),
+        (
+            "vcram_discard_requests_total",
+            "DISCARD requests",
+            c,
+            s.discard_requests as f64,
+        ),
+        (
+            "vcram_discard_pages_total",
+            "pages discarded",
+            c,
+            s.discard_pages as f64,
+        ),
+        (
+            "vcram_commit_requests_total",
+            "COMMIT requests",
+            c,
+            s.commit_requests as f64,
+        ),
+        (
+            "vcram_commit_pages_total",
+            "pages committed",
+            c,
+            s.commit_pages as f64,
+        ),
         ("vcram_scans_total", "scan passes", c, s.scans as f64),
-        ("vcram_scan_pages_total", "pages scanned", c, s.scan_pages as f64),
-        ("vcram_scan_changed_pages_total", "pages changed by direct writes", c, s.scan_changed_pages as f64),
-        ("vcram_scan_last_seconds", "duration of the last scan", g, s.scan_ms_last / 1e3),
-        ("vcram_pressure_level", "0 normal, 1 low, 2 high", g, s.pressure_level as f64),
-        ("vcram_watermark_events_total", "pressure level changes", c, s.watermark_events as f64),
-        ("vcram_events_generated_total", "events generated", c, s.events_generated as f64),
-        ("vcram_events_delivered_total", "events delivered", c, s.events_delivered as f64),
-        ("vcram_events_lost_total", "events dropped (no buffer)", c, s.events_lost as f64),
-        ("vcram_bad_requests_total", "requests rejected", c, s.bad_requests as f64),
-        ("vcram_bad_event_buffers_total", "unusable eventq buffers", c, s.bad_event_buffers as f64),
-        ("vcram_rss_bytes", "daemon resident set size", g, s.rss_bytes as f64),
+        (
+            "vcram_scan_pages_total",
+            "pages scanned",
+            c,
+            s.scan_pages as f64,
+        ),
+        (
+            "vcram_scan_changed_pages_total",
+            "pages changed by direct writes",
+            c,
+            s.scan_changed_pages as f64,
+        ),
+        (
+            "vcram_scan_last_seconds",
+            "duration of the last scan",
+            g,
+            s.scan_ms_last / 1e3,
+        ),
+        (
+            "vcram_pressure_level",
+            "0 normal, 1 low, 2 high",
+            g,
+            s.pressure_level as f64,
+        ),
+        (
+            "vcram_watermark_events_total",
+            "pressure level changes",
+            c,
+            s.watermark_events as f64,
+        ),
+        (
+            "vcram_events_generated_total",
+            "events generated",
+            c,
+            s.events_generated as f64,
+        ),
+        (
+            "vcram_events_delivered_total",
+            "events delivered",
+            c,
+            s.events_delivered as f64,
+        ),
+        (
+            "vcram_events_lost_total",
+            "events dropped (no buffer)",
+            c,
+            s.events_lost as f64,
+        ),
+        (
+            "vcram_bad_requests_total",
+            "requests rejected",
+            c,
+            s.bad_requests as f64,
+        ),
+        (
+            "vcram_bad_event_buffers_total",
+            "unusable eventq buffers",
+            c,
+            s.bad_event_buffers as f64,
+        ),
+        (
+            "vcram_rss_bytes",
+            "daemon resident set size",
+            g,
+            s.rss_bytes as f64,
+        ),
     ];
     let mut out = String::new();
     for (name, help, ty, v) in m {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {ty}\n{name} {v}\n"));
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {ty}\n{name} {v}\n"
+        ));
     }
     out.push_str("# HELP vcram_rejects_total requests rejected, by reason\n# TYPE vcram_rejects_total counter\n");
     for (k, v) in &s.rejects {

@@ -9,8 +9,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use vm_memory::{
-    GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend, GuestMemoryLoadGuard, GuestMemoryMmap,
-    GuestMemoryRegion,
+    GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend, GuestMemoryLoadGuard,
+    GuestMemoryMmap, GuestMemoryRegion,
 };
 
 use crate::protocol::VCRAM_PAGE_SIZE;
@@ -57,11 +57,16 @@ impl WindowSpec {
 /// Outcome of looking for the window.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Located {
-    Found { base: u64, size: u64 },
+    Found {
+        base: u64,
+        size: u64,
+    },
     /// A region matched but cannot be used.
     Bad(String),
     /// No region matched.
-    Missing { regions: usize },
+    Missing {
+        regions: usize,
+    },
 }
 
 /// Look for the window among the regions of `mem`.
@@ -104,7 +109,10 @@ pub fn locate(mem: &GuestMem, spec: &WindowSpec) -> Located {
                 "the window region at {start:#x} ({len:#x} bytes) is not 4 KiB aligned"
             ));
         }
-        return Located::Found { base: start, size: len };
+        return Located::Found {
+            base: start,
+            size: len,
+        };
     }
     Located::Missing { regions }
 }

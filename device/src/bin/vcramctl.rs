@@ -1,7 +1,7 @@
 //! `vcramctl stats [--json|--prometheus] [--watch SECONDS]`: statistics of a running
 //! vcram-device, read over its control socket.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -43,12 +43,14 @@ enum Cmd {
 fn parse_secs(s: &str) -> Result<f64, String> {
     let v: f64 = s.parse().map_err(|e| format!("bad interval {s:?}: {e}"))?;
     if !(v > 0.0 && v.is_finite()) {
-        return Err(format!("interval {s:?} must be a positive number of seconds"));
+        return Err(format!(
+            "interval {s:?} must be a positive number of seconds"
+        ));
     }
     Ok(v)
 }
 
-fn fetch(socket: &PathBuf, cmd: &str) -> Result<(String, Snapshot), String> {
+fn fetch(socket: &Path, cmd: &str) -> Result<(String, Snapshot), String> {
     let line = control::request(socket, cmd)
         .map_err(|e| format!("cannot talk to {}: {e}", socket.display()))?;
     let v: serde_json::Value =

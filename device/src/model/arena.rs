@@ -21,7 +21,9 @@ pub fn rounded(size: usize) -> usize {
 /// Class index (0-based) for an image of `size` bytes (1..=4096).
 #[inline]
 pub fn class_of(size: usize) -> usize {
-    (rounded(size) / GRANULE).saturating_sub(1).min(NUM_CLASSES - 1)
+    (rounded(size) / GRANULE)
+        .saturating_sub(1)
+        .min(NUM_CLASSES - 1)
 }
 
 struct Class {

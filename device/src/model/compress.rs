@@ -173,7 +173,9 @@ mod tests {
     fn threshold_forces_raw() {
         // Mildly compressible page: compresses, but not below a tiny threshold.
         let mut e = Encoder::new(1, 64).unwrap();
-        let page: Vec<u8> = (0..PAGE).map(|i| ((i * 7) % 251) as u8 ^ (i / 97) as u8).collect();
+        let page: Vec<u8> = (0..PAGE)
+            .map(|i| ((i * 7) % 251) as u8 ^ (i / 97) as u8)
+            .collect();
         assert_eq!(e.encode(&page), Encoded::Raw);
     }
 }

@@ -645,8 +645,12 @@ mod tests {
             .collect();
         // pages 2,3 form one run, page 5 another
         assert_eq!(ev.len(), 2);
-        assert!(matches!(ev[0], ModelEvent::Overflow { addr, npages: 2, .. } if addr == 0x1_0000_0000 + 2 * 4096));
-        assert!(matches!(ev[1], ModelEvent::Overflow { addr, npages: 1, .. } if addr == 0x1_0000_0000 + 5 * 4096));
+        assert!(
+            matches!(ev[0], ModelEvent::Overflow { addr, npages: 2, .. } if addr == 0x1_0000_0000 + 2 * 4096)
+        );
+        assert!(
+            matches!(ev[1], ModelEvent::Overflow { addr, npages: 1, .. } if addr == 0x1_0000_0000 + 5 * 4096)
+        );
         assert_eq!(s.image(2), None);
         // free space, then a scan retries the unchanged overflow page
         s.discard_page(0);
@@ -708,7 +712,10 @@ mod tests {
         let mut s = Store::new(cfg(4, 1 << 20)).unwrap();
         let mut scratch = vec![0u8; PAGE];
         let zero = vec![0u8; PAGE];
-        assert_eq!(s.scan_page(0, &zero, &mut scratch), Some(Scanned::Unchanged));
+        assert_eq!(
+            s.scan_page(0, &zero, &mut scratch),
+            Some(Scanned::Unchanged)
+        );
         let t = text_page(7);
         assert!(matches!(
             s.scan_page(0, &t, &mut scratch),
