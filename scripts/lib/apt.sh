@@ -114,8 +114,8 @@ vc_apt_cache() {
     apt-cache "${opts[@]}" "$@"
 }
 
-# Create the private state and (re)download its package lists when they are
-# missing, older than a day, or when FORCE=1 is passed.
+# Create the private state and download its package lists when they are
+# missing or when FORCE=1 is passed.
 vc_apt_prepare() {
     local force=${1:-0} mirror d=$VCRAM_APT_DIR suite stamp
     mkdir -p "$d/state/lists/partial" "$d/cache" "$d/archives/partial" "$d/empty.d"
@@ -135,7 +135,10 @@ vc_apt_prepare() {
         rm -f "$d/sources.list.new"
     fi
     stamp=$d/state/.updated
-    if [[ $force == 1 || ! -e $stamp ]] || [[ -n $(find "$stamp" -mmin +1440 2>/dev/null) ]]; then
+    # Lists are fetched once and then only on request (setup --refresh) or
+    # when a wanted version is missing, so that cached runs stay fast and
+    # reproducible (pin the kernel with kernel-patches/BASE).
+    if [[ $force == 1 || ! -e $stamp ]]; then
         vc_log "  apt (private state): updating lists for $VCRAM_APT_SUITES from $mirror"
         local log=$d/update.log
         if ! vc_apt_get -q update >"$log" 2>&1; then
