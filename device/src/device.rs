@@ -37,6 +37,8 @@ pub struct DeviceOptions {
     /// 0 disables the periodic scanner.
     pub scan_interval_ms: u64,
     pub queue_size: u16,
+    /// Release host memory of large discarded runs (MADV_REMOVE) instead of memset.
+    pub punch_holes: bool,
 }
 
 impl Default for DeviceOptions {
@@ -52,6 +54,7 @@ impl Default for DeviceOptions {
             hysteresis: 5,
             scan_interval_ms: 1000,
             queue_size: 1024,
+            punch_holes: false,
         }
     }
 }
@@ -321,7 +324,8 @@ impl Device {
             Kind::Discard => {
                 stats::inc(&self.dc.discard_requests, 1);
                 for &(first, n) in &req.ranges {
-                    if !map.zero(first, n) || !store.discard_range(first, n) {
+                    if !map.zero(first, n, self.opts.punch_holes) || !store.discard_range(first, n)
+                    {
                         status = VCRAM_S_DEVICE_ERROR;
                         break;
                     }

@@ -163,10 +163,11 @@ impl WindowMap {
         }
     }
 
-    /// Zero `n` pages from `first` (the caller validated the range). Large runs are punched out
-    /// of the shared backing file (MADV_REMOVE) so the host memory is released too; the
-    /// frontend's mapping of the same file reads zeros afterwards.
-    pub fn zero(&self, first: u64, n: u64) -> bool {
+    /// Zero `n` pages from `first` (the caller validated the range). With `punch`, runs of at
+    /// least `PUNCH_MIN_PAGES` are punched out of the shared backing file (MADV_REMOVE) so the
+    /// host memory is released too (the frontend's mapping reads zeros afterwards); this is
+    /// slower than memset because every mapping of the pages must be torn down.
+    pub fn zero(&self, first: u64, n: u64, punch: bool) -> bool {
         let Some(end) = first.checked_add(n) else {
             return false;
         };
@@ -178,7 +179,8 @@ impl WindowMap {
         // SAFETY: [off, off + len) is inside the mapped window (checked above).
         unsafe {
             let p = self.host.add(off);
-            if n >= PUNCH_MIN_PAGES
+            if punch
+                && n >= PUNCH_MIN_PAGES
                 && libc::madvise(p as *mut libc::c_void, len, libc::MADV_REMOVE) == 0
             {
                 return true;

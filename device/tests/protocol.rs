@@ -59,7 +59,16 @@ fn negotiates_and_serves_config() {
 
 #[test]
 fn commit_then_discard_zeroes_and_releases() {
-    let d = Daemon::start(&[]);
+    discard_test(&[]);
+}
+
+#[test]
+fn discard_with_punched_holes() {
+    discard_test(&["--punch-holes"]);
+}
+
+fn discard_test(args: &[&str]) {
+    let d = Daemon::start(args);
     let g = Guest::new();
     let mut c = Conn::open(&d.socket, &g, MemSetup::Table);
     for i in 0..32 {
@@ -121,12 +130,22 @@ fn commit_then_discard_zeroes_and_releases() {
     assert!(s.physical_used < used_before - 4096);
     assert_eq!(s.max_physical_used, used_before);
 
-    // a large discard takes the hole-punching path; must read back as zeros as well
+    // a large discard (hole-punching path with --punch-holes) must read back as zeros too
     for i in 100..300 {
         g.write(g.window_page(i), &text_page(i));
     }
+    use std::os::unix::fs::MetadataExt;
+    let blocks = || g.regions[1].file.metadata().unwrap().blocks();
+    let before = blocks();
     let (_, r) = c.request(&g, VCRAM_REQ_DISCARD, &[(g.window_page(100), 200)]);
     assert_eq!(le32(r.status), VCRAM_S_OK);
+    let after = blocks();
+    if args.contains(&"--punch-holes") {
+        // 200 pages = 1600 512-byte blocks given back to the host
+        assert!(before - after >= 1600, "{before} -> {after}");
+    } else {
+        assert_eq!(before, after);
+    }
     for i in 100..300 {
         assert!(
             g.read(g.window_page(i), 4096).iter().all(|b| *b == 0),

@@ -95,12 +95,21 @@ pub struct Guest {
 
 impl Guest {
     pub fn new() -> Guest {
+        Self::with_window(WIN_SIZE)
+    }
+
+    pub fn with_window(win_size: u64) -> Guest {
         Guest {
             regions: vec![
                 Region::memfd("vcram-test-ram", RAM_BASE, RAM_SIZE),
-                Region::memfd("vcram-test-window", WIN_BASE, WIN_SIZE),
+                Region::memfd("vcram-test-window", WIN_BASE, win_size),
             ],
         }
+    }
+
+    /// Host pointer to window page `idx` (for bulk writes in benchmarks).
+    pub fn window_host(&self) -> *mut u8 {
+        self.regions[1].host
     }
 
     fn ptr(&self, gpa: u64, len: usize) -> *mut u8 {
