@@ -53,6 +53,22 @@ impl VcramBackend {
             .collect()
     }
 
+    /// Put a chain on the used ring. A failure (head index out of range, used ring outside guest
+    /// memory) is the driver's doing: count it, warn, and go on with the next chain.
+    fn add_used(&self, vring: &VringRwLock<GM>, head: u16, len: u32) -> bool {
+        match vring.add_used(head, len) {
+            Ok(()) => true,
+            Err(e) => {
+                stats::inc(&self.dev.dc.device_errors, 1);
+                rl_warn!(
+                    self.dev.warn,
+                    "cannot complete descriptor chain {head}: {e}"
+                );
+                false
+            }
+        }
+    }
+
     fn process_requests(&self, vring: &VringRwLock<GM>) -> io::Result<()> {
         let Some(gm) = self.dev.mem() else {
             return Ok(());
@@ -73,7 +89,7 @@ impl VcramBackend {
                 let head = chain.head_index();
                 let descs = Self::collect(chain);
                 let len = self.dev.handle_request(&descs, &*mem);
-                vring.add_used(head, len).map_err(io::Error::other)?;
+                self.add_used(vring, head, len);
                 used = true;
             }
             if used && vring.needs_notification().map_err(io::Error::other)? {
@@ -126,8 +142,9 @@ impl VcramBackend {
                     };
                     match written {
                         Some(n) => {
-                            vring.add_used(head, n).map_err(io::Error::other)?;
-                            q.pop_delivered();
+                            if self.add_used(vring, head, n) {
+                                q.pop_delivered();
+                            }
                         }
                         None => {
                             stats::inc(&self.dev.dc.bad_event_buffers, 1);
@@ -136,7 +153,7 @@ impl VcramBackend {
                                 "unusable eventq buffer (head {head}: {} descriptors, {room} writable bytes, readable part: {readable}); returned unused",
                                 descs.len()
                             );
-                            vring.add_used(head, 0).map_err(io::Error::other)?;
+                            self.add_used(vring, head, 0);
                         }
                     }
                     used = true;

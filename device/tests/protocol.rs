@@ -315,6 +315,65 @@ fn bad_requests_get_error_status_and_device_keeps_serving() {
 }
 
 #[test]
+fn indirect_descriptors_and_broken_chains() {
+    let d = Daemon::start(&[]);
+    let g = Guest::new();
+    let mut c = Conn::open(&d.socket, &g, MemSetup::Table);
+    let page = g.window_page(5);
+    g.write(page, &text_page(5));
+    // a request through an indirect table, header and ranges split
+    let req = request_bytes(VCRAM_REQ_DISCARD, &[(page, 1)]);
+    let ra = c.alloc(64);
+    g.write(ra, &req);
+    let resp = c.alloc(24);
+    let table = c.alloc(64);
+    let head = c.rq.add_indirect(
+        &g,
+        table,
+        &[(ra, 16, false), (ra + 16, 16, false), (resp, 24, true)],
+    );
+    c.rq.kick();
+    let u = c.rq.wait_used(&g, 1, T);
+    assert_eq!(u[0], (head as u32, 24));
+    assert_eq!(le32(read_resp(&g, resp).status), VCRAM_S_OK);
+    assert!(g.read(page, 4096).iter().all(|b| *b == 0));
+
+    // a descriptor whose `next` points at itself: the chain is cut at the queue size, refused
+    g.write(page, &text_page(5));
+    let i = c.rq.next_desc;
+    Vq::write_desc(&g, c.rq.desc, i, ra, req.len() as u32, VRING_DESC_F_NEXT, i);
+    c.rq.next_desc = (i + 1) % c.rq.size;
+    c.rq.push_head(&g, i);
+    // `next` beyond the queue size: the chain ends there (no response buffer), refused
+    let j = c.rq.next_desc;
+    Vq::write_desc(
+        &g,
+        c.rq.desc,
+        j,
+        ra,
+        req.len() as u32,
+        VRING_DESC_F_NEXT,
+        4000,
+    );
+    c.rq.next_desc = (j + 1) % c.rq.size;
+    c.rq.push_head(&g, j);
+    c.rq.kick();
+    let u = c.rq.wait_used(&g, 2, T);
+    assert_eq!(u, vec![(i as u32, 0), (j as u32, 0)]);
+    // a head index beyond the queue size: consumed without a used entry; the queue goes on
+    c.rq.push_head(&g, 9999);
+    c.rq.kick();
+    let (len, r) = c.request(&g, VCRAM_REQ_DISCARD, &[(page, 1)]);
+    assert_eq!((len, le32(r.status)), (24, VCRAM_S_OK));
+    assert!(g.read(page, 4096).iter().all(|b| *b == 0));
+    let s = d.stats();
+    assert_eq!(s.rejects["chain_too_long"], 1);
+    assert_eq!(s.rejects["no_response_buffer"], 2);
+    assert_eq!(s.discard_requests, 2);
+    assert!(s.device_errors >= 1);
+}
+
+#[test]
 fn flood_of_requests_all_complete() {
     let d = Daemon::start(&[]);
     let g = Guest::new();

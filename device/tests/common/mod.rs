@@ -227,6 +227,39 @@ impl Vq {
         head
     }
 
+    /// Add a chain through an indirect descriptor table written at `table` (in RAM).
+    pub fn add_indirect(&mut self, g: &Guest, table: u64, bufs: &[(u64, u32, bool)]) -> u16 {
+        for (k, &(addr, len, w)) in bufs.iter().enumerate() {
+            let last = k + 1 == bufs.len();
+            let mut flags = if w { VRING_DESC_F_WRITE } else { 0 };
+            if !last {
+                flags |= VRING_DESC_F_NEXT;
+            }
+            Self::write_desc(
+                g,
+                table,
+                k as u16,
+                addr,
+                len,
+                flags,
+                if last { 0 } else { k as u16 + 1 },
+            );
+        }
+        let head = self.next_desc;
+        Self::write_desc(
+            g,
+            self.desc,
+            head,
+            table,
+            16 * bufs.len() as u32,
+            VRING_DESC_F_INDIRECT,
+            0,
+        );
+        self.next_desc = (head + 1) % self.size;
+        self.push_head(g, head);
+        head
+    }
+
     /// Put a raw head index on the avail ring (for malformed-ring tests too).
     pub fn push_head(&mut self, g: &Guest, head: u16) {
         let slot = self.avail_idx % self.size;
