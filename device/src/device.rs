@@ -14,7 +14,7 @@ use vm_memory::{ByteValued, Bytes, GuestAddress, GuestAddressSpace};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::events::EventQueue;
-use crate::model::{Counters, Store, StoreConfig, Stored};
+use crate::model::{Counters, Scanned, Store, StoreConfig, Stored};
 use crate::protocol::*;
 use crate::ratelimit::RateLimiter;
 use crate::request::{self, Desc, GuestBytes, Kind, Refusal, Reject, WindowGeom};
@@ -384,14 +384,24 @@ impl Device {
             if store.pages() != pages {
                 return false;
             }
-            for i in idx..end {
+            // Hold the store lock for at most CHUNK pages, or 64 recompressions, whichever
+            // comes first, so requests are not held up behind a pass.
+            let mut i = idx;
+            let mut recompressed = 0;
+            while i < end && recompressed < 64 {
                 if let Some(live) = map.page(i) {
-                    store.scan_page(i, live, &mut scratch);
+                    if !matches!(
+                        store.scan_page(i, live, &mut scratch),
+                        Some(Scanned::Unchanged)
+                    ) {
+                        recompressed += 1;
+                    }
                 }
+                i += 1;
             }
             events |= self.after_op(store);
             drop(guard);
-            idx = end;
+            idx = i;
             if self.stopping() {
                 break;
             }
@@ -488,6 +498,7 @@ impl Device {
             high_watermark: self.opts.high_watermark,
             scan_interval_ms: self.opts.scan_interval_ms,
             rss_bytes: stats::rss_bytes(),
+            rss_anon_bytes: stats::rss_anon_bytes(),
             ..Default::default()
         };
         if let WindowState::Ok { base, size } = ws {

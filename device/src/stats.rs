@@ -100,6 +100,9 @@ pub struct Snapshot {
     pub high_watermark: u32,
     pub scan_interval_ms: u64,
     pub rss_bytes: u64,
+    /// Private (anonymous) resident memory: the daemon's own memory, without the guest memory
+    /// it maps from the shared files.
+    pub rss_anon_bytes: u64,
 }
 
 impl Snapshot {
@@ -164,6 +167,20 @@ impl Snapshot {
         self.bad_event_buffers = get(&d.bad_event_buffers);
         self.device_errors = get(&d.device_errors);
     }
+}
+
+/// Anonymous resident memory of this process (RssAnon), bytes.
+pub fn rss_anon_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("RssAnon:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map(|k| k * 1024)
+        .unwrap_or(0)
 }
 
 /// Resident set size of this process, bytes.
@@ -337,7 +354,14 @@ pub fn render_table(s: &Snapshot) -> String {
             s.bad_event_buffers, s.unanswerable_requests, s.device_errors
         ),
     );
-    row("daemon RSS", human_bytes(s.rss_bytes));
+    row(
+        "daemon memory",
+        format!(
+            "RSS {}, of which private {} (the rest is guest memory mapped from shared files)",
+            human_bytes(s.rss_bytes),
+            human_bytes(s.rss_anon_bytes)
+        ),
+    );
     let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
     let mut out = String::new();
     for (k, v) in rows {
