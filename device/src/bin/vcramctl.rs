@@ -13,8 +13,14 @@ use vcram_device::stats::{render_prometheus, render_table, Snapshot};
 #[command(name = "vcramctl", version, about = "Inspect a running vcram-device")]
 struct Cli {
     /// The device's control socket (--control-socket of vcram-device).
-    #[arg(long, short = 's', env = "VCRAM_CONTROL_SOCKET", value_name = "PATH")]
-    socket: PathBuf,
+    #[arg(
+        long,
+        short = 's',
+        env = "VCRAM_CONTROL_SOCKET",
+        value_name = "PATH",
+        global = true
+    )]
+    socket: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -64,10 +70,14 @@ fn fetch(socket: &Path, cmd: &str) -> Result<(String, Snapshot), String> {
 
 fn main() {
     let cli = Cli::parse();
+    let Some(socket) = cli.socket else {
+        eprintln!("vcramctl: no control socket: pass --socket PATH or set VCRAM_CONTROL_SOCKET");
+        std::process::exit(2);
+    };
     let r = match cli.cmd {
-        Cmd::Ping => control::request(&cli.socket, "ping")
+        Cmd::Ping => control::request(&socket, "ping")
             .map(|l| print!("{l}"))
-            .map_err(|e| format!("cannot talk to {}: {e}", cli.socket.display())),
+            .map_err(|e| format!("cannot talk to {}: {e}", socket.display())),
         Cmd::Stats {
             json,
             prometheus,
@@ -76,7 +86,7 @@ fn main() {
         } => (|| {
             let cmd = if scan { "scan" } else { "stats" };
             loop {
-                let (raw, s) = fetch(&cli.socket, cmd)?;
+                let (raw, s) = fetch(&socket, cmd)?;
                 if json {
                     println!("{raw}");
                 } else if prometheus {
@@ -97,5 +107,20 @@ fn main() {
     if let Err(e) = r {
         eprintln!("vcramctl: {e}");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+        let c = Cli::try_parse_from(["vcramctl", "stats", "--socket", "/x", "--json"]).unwrap();
+        assert_eq!(c.socket, Some(PathBuf::from("/x")));
+        assert!(Cli::try_parse_from(["vcramctl", "stats", "--json", "--prometheus"]).is_err());
+        assert!(Cli::try_parse_from(["vcramctl", "stats", "--watch", "0"]).is_err());
     }
 }
