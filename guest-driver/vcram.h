@@ -1,0 +1,172 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * vcram: guest driver of the vcram compressed-RAM expander.
+ *
+ * The device's window is hot-added as a private memory node.  Folios freed
+ * on the node are kept until the device has discarded them (DISCARD
+ * requests on the requestq), pages migrated onto the node are reported
+ * with COMMIT requests, and the device's pressure events pause placement
+ * of new memory on the node.
+ */
+#ifndef _VCRAM_H
+#define _VCRAM_H
+
+#include <linux/atomic.h>
+#include <linux/llist.h>
+#include <linux/list.h>
+#include <linux/mutex.h>
+#include <linux/node_private.h>
+#include <linux/spinlock.h>
+#include <linux/types.h>
+#include <linux/virtio.h>
+#include <linux/wait.h>
+#include <linux/workqueue.h>
+
+#include "vcram_proto.h"
+
+/* Event buffers kept posted on the eventq (PROTOCOL.md asks for >= 16) */
+#define VCRAM_NR_EVBUFS		64
+/* Pending COMMIT ranges collected by the migrate notification */
+#define VCRAM_COMMIT_SLOTS	512
+
+/* Driver counters, shown in sysfs */
+enum vcram_stat {
+	VCRAM_STAT_PAGES_DEFERRED,	/* pages kept by the free callback */
+	VCRAM_STAT_PAGES_RELEASED,	/* handed back to the page allocator */
+	VCRAM_STAT_PAGES_ZEROED_CPU,	/* of those: zeroed on the CPU */
+	VCRAM_STAT_DISCARDS_SENT,	/* DISCARD requests queued */
+	VCRAM_STAT_DISCARD_PAGES,	/* pages in them */
+	VCRAM_STAT_DISCARDS_FAILED,	/* completed without status OK */
+	VCRAM_STAT_QUEUE_FULL,		/* requests that found no room */
+	VCRAM_STAT_COMMITS_SENT,	/* COMMIT requests queued */
+	VCRAM_STAT_COMMIT_PAGES,	/* pages in them */
+	VCRAM_STAT_COMMITS_FAILED,	/* completed without status OK */
+	VCRAM_STAT_COMMIT_OVERFLOWED,	/* pages the device could not store */
+	VCRAM_STAT_COMMITS_DROPPED,	/* migrations not reported (no room) */
+	VCRAM_STAT_MIGRATE_IN,		/* folios migrated onto the node */
+	VCRAM_STAT_MIGRATE_OUT,		/* folios migrated off the node */
+	VCRAM_STAT_EVENTS_PRESSURE,	/* valid PRESSURE events */
+	VCRAM_STAT_EVENTS_OVERFLOW,	/* valid OVERFLOW events */
+	VCRAM_STAT_EVENTS_MALFORMED,	/* events dropped as invalid */
+	VCRAM_STAT_EVENTS_LOST,		/* events the device dropped */
+	VCRAM_STAT_EVENTS_MISSED,	/* gaps in the event sequence */
+	VCRAM_STAT_OVERFLOW_PAGES,	/* pages named by OVERFLOW events */
+	VCRAM_STAT_PAUSES,		/* times placement was paused */
+	VCRAM_STAT_FOREIGN,		/* callbacks for other nodes' folios */
+	VCRAM_NR_STATS
+};
+
+struct vcram_commit {
+	unsigned long pfn;
+	unsigned int npages;
+};
+
+struct vcram {
+	struct virtio_device *vdev;
+	struct virtqueue *rq;
+	struct virtqueue *evq;
+	struct workqueue_struct *wq;
+
+	/* From the config space, fixed after probe */
+	int nid;
+	u64 base;
+	u64 size;
+	u32 max_ranges;
+	u16 version_minor;
+
+	/* Memory: the private node registration and its state */
+	struct node_private np;
+	struct mutex lock;		/* added, paused, balloon */
+	bool added;
+	bool orphaned;			/* device gone, memory still added */
+	bool paused;
+	int last_remove_err;
+	struct list_head balloon;	/* folios held while paused */
+	unsigned long balloon_pages;
+
+	/* requestq */
+	spinlock_t rq_lock;		/* rq, rq_dead */
+	bool rq_dead;
+	atomic_t inflight;
+	wait_queue_head_t inflight_wq;
+	struct work_struct done_work;
+
+	/* Freed folios waiting for DISCARD, linked through folio->lru */
+	struct llist_head freed;
+	struct delayed_work flush_work;
+	atomic_long_t pages_pending;	/* kept and not yet released */
+	atomic_t freed_nr;		/* folios on the freed list */
+
+	/* Discarded folios parked (not released) while paused */
+	spinlock_t park_lock;
+	bool park;
+	struct list_head parked;
+	unsigned long parked_pages;
+
+	/* Migrations onto the node, to COMMIT */
+	spinlock_t commit_lock;
+	unsigned int nr_commits;
+	struct vcram_commit commits[VCRAM_COMMIT_SLOTS];
+
+	/* eventq */
+	spinlock_t evq_lock;		/* evq, evq_dead */
+	bool evq_dead;
+	struct vcram_event *evbufs;
+	struct work_struct event_work;
+	u64 last_seq;			/* event_work only */
+	int level;			/* pressure level last reported */
+	struct work_struct pressure_work;
+
+	atomic_long_t stats[VCRAM_NR_STATS];
+};
+
+/* Module parameters (vcram_main.c) */
+extern unsigned long vcram_caps;
+extern unsigned int vcram_flush_interval_ms;
+extern unsigned int vcram_batch_ranges;
+extern unsigned int vcram_pause_level;
+extern bool vcram_commit;
+
+static inline void vcram_count(struct vcram *vc, enum vcram_stat s, long n)
+{
+	atomic_long_add(n, &vc->stats[s]);
+}
+
+static inline u64 vcram_window_end(struct vcram *vc)
+{
+	return vc->base + vc->size;
+}
+
+/* vcram_mem.c */
+extern const struct node_private_ops vcram_np_ops;
+int vcram_mem_add(struct vcram *vc);
+int vcram_mem_remove(struct vcram *vc);
+void vcram_mem_init(struct vcram *vc);
+void vcram_release_folio(struct vcram *vc, struct folio *folio,
+			 unsigned int order);
+void vcram_zero_release_folio(struct vcram *vc, struct folio *folio,
+			      unsigned int order);
+void vcram_pressure_work(struct work_struct *work);
+void vcram_release_parked(struct vcram *vc);
+
+/* vcram_req.c */
+void vcram_req_init(struct vcram *vc);
+void vcram_rq_done(struct virtqueue *vq);
+void vcram_flush_work(struct work_struct *work);
+void vcram_req_kick_flush(struct vcram *vc, bool now);
+void vcram_req_drain(struct vcram *vc);
+void vcram_req_shutdown(struct vcram *vc);
+void vcram_req_note_commit(struct vcram *vc, unsigned long pfn,
+			   unsigned int npages);
+
+/* vcram_event.c */
+int vcram_event_init(struct vcram *vc);
+int vcram_event_post_all(struct vcram *vc);
+void vcram_evq_done(struct virtqueue *vq);
+void vcram_event_work(struct work_struct *work);
+void vcram_event_shutdown(struct vcram *vc);
+
+/* vcram_sysfs.c */
+extern const struct attribute_group *vcram_groups[];
+
+#endif /* _VCRAM_H */

@@ -1,0 +1,358 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * vcram: probe and remove, config space validation, module parameters.
+ *
+ * Bring-up follows device/PROTOCOL.md section 2: check the identity
+ * fields, set up both queues, set DRIVER_OK, post event buffers, then poll
+ * the status until the device has found its window, and only then hot-add
+ * the window as a private memory node.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/delay.h>
+#include <linux/jiffies.h>
+#include <linux/memory.h>
+#include <linux/memory_hotplug.h>
+#include <linux/module.h>
+#include <linux/nodemask.h>
+#include <linux/slab.h>
+#include <linux/virtio.h>
+#include <linux/virtio_config.h>
+
+#include "vcram.h"
+
+static unsigned int device_id = 6;
+module_param(device_id, uint, 0444);
+MODULE_PARM_DESC(device_id,
+		 "virtio device id of the vcram device (default 6, PCI 1af4:1046)");
+
+unsigned long vcram_caps = NODE_PRIVATE_MEMPOLICY | NODE_PRIVATE_USER_MIGRATE;
+module_param_named(caps, vcram_caps, ulong, 0644);
+MODULE_PARM_DESC(caps,
+		 "Private node capabilities: 1 mempolicy, 2 user migrate, 4 tiering (needs 8), 8 reclaim (default 3); used when the memory is added");
+
+unsigned int vcram_flush_interval_ms = 10;
+module_param_named(flush_interval_ms, vcram_flush_interval_ms, uint, 0644);
+MODULE_PARM_DESC(flush_interval_ms,
+		 "Longest delay between a free and its DISCARD request (default 10)");
+
+unsigned int vcram_batch_ranges = 256;
+module_param_named(batch_ranges, vcram_batch_ranges, uint, 0644);
+MODULE_PARM_DESC(batch_ranges,
+		 "Ranges per request, and freed folios that trigger an early flush (1..1024, default 256)");
+
+unsigned int vcram_pause_level = VCRAM_LEVEL_HIGH;
+module_param_named(pause_level, vcram_pause_level, uint, 0644);
+MODULE_PARM_DESC(pause_level,
+		 "Device pressure level that pauses placement on the node: 1 low, 2 high (default), 3 never");
+
+bool vcram_commit = true;
+module_param_named(commit, vcram_commit, bool, 0644);
+MODULE_PARM_DESC(commit, "Send COMMIT for pages migrated onto the node (default Y)");
+
+static unsigned int window_timeout_ms = 2000;
+module_param(window_timeout_ms, uint, 0644);
+MODULE_PARM_DESC(window_timeout_ms,
+		 "How long probe waits for the device to find its window (default 2000)");
+
+/* Filled in from device_id at module init. */
+static struct virtio_device_id vcram_id_table[] = {
+	{ 6, VIRTIO_DEV_ANY_ID },
+	{ 0 },
+};
+
+static int vcram_check_identity(struct vcram *vc)
+{
+	struct virtio_device *vdev = vc->vdev;
+	struct device *dev = &vdev->dev;
+	u32 magic, node, page_size, event_size, max_ranges;
+	struct node_private *np;
+	u16 major, minor;
+
+	virtio_cread_le(vdev, struct vcram_config, magic, &magic);
+	if (magic != VCRAM_MAGIC) {
+		dev_err(dev, "config magic %#x is not %#x: not a vcram device\n",
+			magic, VCRAM_MAGIC);
+		return -ENODEV;
+	}
+	virtio_cread_le(vdev, struct vcram_config, version_major, &major);
+	virtio_cread_le(vdev, struct vcram_config, version_minor, &minor);
+	if (major != VCRAM_VERSION_MAJOR) {
+		dev_err(dev, "protocol version %u.%u is not supported (need %u.x)\n",
+			major, minor, VCRAM_VERSION_MAJOR);
+		return -ENODEV;
+	}
+	vc->version_minor = minor;
+
+	virtio_cread_le(vdev, struct vcram_config, page_size, &page_size);
+	if (page_size != VCRAM_PAGE_SIZE || page_size != PAGE_SIZE) {
+		dev_err(dev, "device page size %u is not %lu\n", page_size,
+			PAGE_SIZE);
+		return -ENODEV;
+	}
+	virtio_cread_le(vdev, struct vcram_config, event_size, &event_size);
+	if (event_size != sizeof(struct vcram_event)) {
+		dev_err(dev, "event size %u is not %zu\n", event_size,
+			sizeof(struct vcram_event));
+		return -ENODEV;
+	}
+	virtio_cread_le(vdev, struct vcram_config, max_ranges, &max_ranges);
+	if (!max_ranges) {
+		dev_err(dev, "device accepts no ranges per request\n");
+		return -ENODEV;
+	}
+	vc->max_ranges = min_t(u32, max_ranges, VCRAM_MAX_RANGES);
+
+	virtio_cread_le(vdev, struct vcram_config, node, &node);
+	if (node >= MAX_NUMNODES || !node_possible(node)) {
+		dev_err(dev, "node %u is not a possible NUMA node\n", node);
+		return -ENODEV;
+	}
+	if (node_state(node, N_MEMORY) || node_state(node, N_MEMORY_PRIVATE)) {
+		dev_err(dev, "node %u already has memory\n", node);
+		return -EBUSY;
+	}
+	np = node_private_get(node);
+	if (np) {
+		dev_err(dev, "node %u is a private node of %s already\n", node,
+			np->name ? np->name : "another owner");
+		node_private_put(np);
+		return -EBUSY;
+	}
+	vc->nid = node;
+	return 0;
+}
+
+static int vcram_wait_window(struct vcram *vc)
+{
+	unsigned long deadline = jiffies + msecs_to_jiffies(window_timeout_ms);
+	struct device *dev = &vc->vdev->dev;
+	u32 status;
+
+	for (;;) {
+		virtio_cread_le(vc->vdev, struct vcram_config, status, &status);
+		if (status & VCRAM_ST_WINDOW_BAD) {
+			dev_err(dev, "device reports its window unusable (status %#x)\n",
+				status);
+			return -ENODEV;
+		}
+		if (status & VCRAM_ST_WINDOW_OK)
+			return 0;
+		if (time_after(jiffies, deadline)) {
+			dev_err(dev, "device did not find its window within %u ms (status %#x)\n",
+				window_timeout_ms, status);
+			return -ETIMEDOUT;
+		}
+		msleep(20);
+	}
+}
+
+static int vcram_check_window(struct vcram *vc)
+{
+	unsigned long block = memory_block_size_bytes();
+	struct device *dev = &vc->vdev->dev;
+	struct range plug;
+	u64 base, size;
+
+	virtio_cread_le(vc->vdev, struct vcram_config, window_base, &base);
+	virtio_cread_le(vc->vdev, struct vcram_config, window_size, &size);
+	if (!size || !IS_ALIGNED(base, block) || !IS_ALIGNED(size, block)) {
+		dev_err(dev, "window [%#llx, +%#llx) is not aligned to the memory block size %#lx\n",
+			base, size, block);
+		return -EINVAL;
+	}
+	plug = mhp_get_pluggable_range(true);
+	if (base + size < base || base < plug.start ||
+	    base + size - 1 > plug.end) {
+		dev_err(dev, "window [%#llx, +%#llx) is outside the pluggable range [%#llx, %#llx]\n",
+			base, size, plug.start, plug.end);
+		return -EINVAL;
+	}
+	vc->base = base;
+	vc->size = size;
+	return 0;
+}
+
+static int vcram_find_vqs(struct vcram *vc)
+{
+	struct virtqueue_info vqs_info[VCRAM_NR_VQS] = {
+		[VCRAM_RQ] = { "requests", vcram_rq_done },
+		[VCRAM_EVQ] = { "events", vcram_evq_done },
+	};
+	struct virtqueue *vqs[VCRAM_NR_VQS];
+	int ret;
+
+	ret = virtio_find_vqs(vc->vdev, VCRAM_NR_VQS, vqs, vqs_info, NULL);
+	if (ret)
+		return ret;
+	vc->rq = vqs[VCRAM_RQ];
+	vc->evq = vqs[VCRAM_EVQ];
+	return 0;
+}
+
+/* Stop both queues: the device is reset, nothing completes any more. */
+static void vcram_stop_device(struct vcram *vc)
+{
+	virtio_reset_device(vc->vdev);
+	vcram_req_shutdown(vc);
+	vcram_event_shutdown(vc);
+	vc->vdev->config->del_vqs(vc->vdev);
+}
+
+static void vcram_free(struct vcram *vc)
+{
+	cancel_work_sync(&vc->pressure_work);
+	cancel_delayed_work_sync(&vc->flush_work);
+	destroy_workqueue(vc->wq);
+	kfree(vc->evbufs);
+	kfree(vc);
+}
+
+static int vcram_probe(struct virtio_device *vdev)
+{
+	struct vcram *vc;
+	u32 level;
+	int ret;
+
+	vcram_proto_check_layout();
+
+	if (vdev->id.device != device_id)
+		return -ENODEV;
+	if (!vdev->config->get) {
+		dev_err(&vdev->dev, "config space is not readable\n");
+		return -EINVAL;
+	}
+
+	vc = kzalloc(sizeof(*vc), GFP_KERNEL);
+	if (!vc)
+		return -ENOMEM;
+	vc->vdev = vdev;
+	vdev->priv = vc;
+	vc->nid = NUMA_NO_NODE;
+	mutex_init(&vc->lock);
+	INIT_LIST_HEAD(&vc->balloon);
+	INIT_WORK(&vc->pressure_work, vcram_pressure_work);
+	vcram_mem_init(vc);
+	vcram_req_init(vc);
+
+	ret = vcram_check_identity(vc);
+	if (ret)
+		goto err_free;
+
+	vc->wq = alloc_workqueue("vcram%d", WQ_UNBOUND | WQ_MEM_RECLAIM, 0,
+				 vdev->index);
+	if (!vc->wq) {
+		ret = -ENOMEM;
+		goto err_free;
+	}
+	ret = vcram_event_init(vc);
+	if (ret)
+		goto err_wq;
+	ret = vcram_find_vqs(vc);
+	if (ret) {
+		dev_err(&vdev->dev, "setting up the queues failed: %d\n", ret);
+		goto err_wq;
+	}
+
+	virtio_device_ready(vdev);
+	ret = vcram_event_post_all(vc);
+	if (ret) {
+		dev_err(&vdev->dev, "posting event buffers failed: %d\n", ret);
+		goto err_reset;
+	}
+
+	ret = vcram_wait_window(vc);
+	if (ret)
+		goto err_reset;
+	ret = vcram_check_window(vc);
+	if (ret)
+		goto err_reset;
+
+	virtio_cread_le(vdev, struct vcram_config, pressure_level, &level);
+	WRITE_ONCE(vc->level, min_t(u32, level, VCRAM_LEVEL_HIGH));
+
+	mutex_lock(&vc->lock);
+	ret = vcram_mem_add(vc);
+	mutex_unlock(&vc->lock);
+	if (ret)
+		goto err_reset;
+
+	/* Apply a pressure level reported before the memory was added. */
+	queue_work(vc->wq, &vc->pressure_work);
+	return 0;
+
+err_reset:
+	vcram_stop_device(vc);
+err_wq:
+	destroy_workqueue(vc->wq);
+err_free:
+	kfree(vc->evbufs);
+	vdev->priv = NULL;
+	kfree(vc);
+	return ret;
+}
+
+static void vcram_remove(struct virtio_device *vdev)
+{
+	struct vcram *vc = vdev->priv;
+	bool added;
+
+	/*
+	 * With suppress_bind_attrs and the module reference held while the
+	 * memory is added, this runs with memory still added only when the
+	 * device itself goes away.  Try to give the memory back; if pages
+	 * are in use, keep everything the node needs and zero freed pages
+	 * on the CPU from now on.
+	 */
+	vcram_mem_remove(vc);
+	mutex_lock(&vc->lock);
+	added = vc->added;
+	vc->orphaned = added;
+	mutex_unlock(&vc->lock);
+
+	vcram_stop_device(vc);
+	if (added) {
+		dev_warn(&vdev->dev,
+			 "node %d still has pages in use: keeping its memory, freed pages are zeroed by the CPU from now on\n",
+			 vc->nid);
+		return;
+	}
+	vcram_free(vc);
+	vdev->priv = NULL;
+}
+
+static struct virtio_driver vcram_driver = {
+	.driver.name = KBUILD_MODNAME,
+	/* The memory cannot always be removed: no unbind through sysfs. */
+	.driver.suppress_bind_attrs = true,
+	.driver.dev_groups = vcram_groups,
+	.id_table = vcram_id_table,
+	.probe = vcram_probe,
+	.remove = vcram_remove,
+};
+
+static int __init vcram_init(void)
+{
+	if (device_id == 0 || device_id == VIRTIO_DEV_ANY_ID) {
+		pr_err("device_id %u is not a usable virtio device id\n",
+		       device_id);
+		return -EINVAL;
+	}
+	if (vcram_batch_ranges < 1 || vcram_batch_ranges > VCRAM_MAX_RANGES) {
+		pr_err("batch_ranges must be 1..%u\n", VCRAM_MAX_RANGES);
+		return -EINVAL;
+	}
+	vcram_id_table[0].device = device_id;
+	return register_virtio_driver(&vcram_driver);
+}
+
+static void __exit vcram_exit(void)
+{
+	unregister_virtio_driver(&vcram_driver);
+}
+
+module_init(vcram_init);
+module_exit(vcram_exit);
+MODULE_DEVICE_TABLE(virtio, vcram_id_table);
+MODULE_DESCRIPTION("vcram compressed-RAM expander: window as a private memory node");
+MODULE_LICENSE("GPL");

@@ -1,0 +1,299 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * vcram: the window as a private memory node.
+ *
+ * Free callback: a folio freed on the node is kept (refcount zero, linked
+ * through folio->lru, its order in folio->private) until the device has
+ * discarded it; see vcram_req.c.  Migrate notification: folios migrated
+ * onto the node are reported with COMMIT.
+ *
+ * Pressure: the series has no way to stop placement on a private node at
+ * run time (capabilities are fixed while the node is registered).  While
+ * the device reports a level at or above pause_level, the driver holds the
+ * node's free memory itself: it allocates every free folio of the node
+ * from the private zonelist (no reclaim) and parks discarded folios
+ * instead of releasing them, so that user allocations and migrations onto
+ * the node find no memory.  Resuming gives all of it back.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/gfp.h>
+#include <linux/highmem.h>
+#include <linux/memory_hotplug.h>
+#include <linux/mm.h>
+#include <linux/module.h>
+#include <linux/pageblock-flags.h>
+#include <linux/sched.h>
+
+#include "vcram.h"
+
+static struct vcram *np_to_vcram(struct node_private *np)
+{
+	return container_of(np, struct vcram, np);
+}
+
+static bool vcram_free_folio(struct node_private *np, struct folio *folio,
+			     unsigned int order)
+{
+	struct vcram *vc = np_to_vcram(np);
+	unsigned long nr = 1UL << order;
+
+	if (unlikely(folio_nid(folio) != vc->nid || order > MAX_PAGE_ORDER)) {
+		vcram_count(vc, VCRAM_STAT_FOREIGN, 1);
+		return false;
+	}
+	/* We own the folio now: folio->lru links it, ->private has order. */
+	folio->private = (void *)(unsigned long)order;
+	vcram_count(vc, VCRAM_STAT_PAGES_DEFERRED, nr);
+	atomic_long_add(nr, &vc->pages_pending);
+	llist_add((struct llist_node *)&folio->lru, &vc->freed);
+	if (atomic_inc_return(&vc->freed_nr) >= READ_ONCE(vcram_batch_ranges))
+		vcram_req_kick_flush(vc, true);
+	else
+		vcram_req_kick_flush(vc, false);
+	return true;
+}
+
+static void vcram_migrate_folio(struct node_private *np, struct folio *src,
+				struct folio *dst)
+{
+	struct vcram *vc = np_to_vcram(np);
+
+	if (folio_nid(dst) == vc->nid) {
+		vcram_count(vc, VCRAM_STAT_MIGRATE_IN, 1);
+		if (READ_ONCE(vcram_commit))
+			vcram_req_note_commit(vc, folio_pfn(dst),
+					      folio_nr_pages(dst));
+	}
+	if (folio_nid(src) == vc->nid)
+		vcram_count(vc, VCRAM_STAT_MIGRATE_OUT, 1);
+}
+
+const struct node_private_ops vcram_np_ops = {
+	.free_folio = vcram_free_folio,
+	.migrate_folio = vcram_migrate_folio,
+};
+
+void vcram_mem_init(struct vcram *vc)
+{
+	BUILD_BUG_ON(offsetof(struct llist_node, next) != 0);
+	init_llist_head(&vc->freed);
+	spin_lock_init(&vc->park_lock);
+	INIT_LIST_HEAD(&vc->parked);
+}
+
+/*
+ * Hand a kept folio to the page allocator, or park it while placement is
+ * paused.  Any context; callers give it folios whose device contents are
+ * known to be zero.
+ */
+void vcram_release_folio(struct vcram *vc, struct folio *folio,
+			 unsigned int order)
+{
+	unsigned long nr = 1UL << order;
+	unsigned long flags;
+
+	spin_lock_irqsave(&vc->park_lock, flags);
+	if (vc->park) {
+		list_add_tail(&folio->lru, &vc->parked);
+		vc->parked_pages += nr;
+		spin_unlock_irqrestore(&vc->park_lock, flags);
+		return;
+	}
+	spin_unlock_irqrestore(&vc->park_lock, flags);
+
+	folio->private = NULL;
+	node_private_release_folio(folio, order);
+	atomic_long_sub(nr, &vc->pages_pending);
+	vcram_count(vc, VCRAM_STAT_PAGES_RELEASED, nr);
+}
+
+/* The device could not discard the folio: zero it here, then release. */
+void vcram_zero_release_folio(struct vcram *vc, struct folio *folio,
+			      unsigned int order)
+{
+	unsigned long i, nr = 1UL << order;
+
+	for (i = 0; i < nr; i++)
+		clear_highpage(folio_page(folio, i));
+	vcram_count(vc, VCRAM_STAT_PAGES_ZEROED_CPU, nr);
+	vcram_release_folio(vc, folio, order);
+}
+
+/* Stop parking and release what was parked.  Process context. */
+void vcram_release_parked(struct vcram *vc)
+{
+	struct folio *folio, *next;
+	unsigned long flags;
+	LIST_HEAD(list);
+
+	spin_lock_irqsave(&vc->park_lock, flags);
+	vc->park = false;
+	list_splice_init(&vc->parked, &list);
+	vc->parked_pages = 0;
+	spin_unlock_irqrestore(&vc->park_lock, flags);
+
+	list_for_each_entry_safe(folio, next, &list, lru) {
+		list_del(&folio->lru);
+		vcram_release_folio(vc, folio,
+				    (unsigned int)(unsigned long)folio->private);
+		cond_resched();
+	}
+}
+
+/* Take every free folio of the node.  Called with vc->lock held. */
+static void vcram_balloon_fill(struct vcram *vc)
+{
+	const gfp_t gfp = (GFP_HIGHUSER_MOVABLE & ~__GFP_RECLAIM) |
+			  __GFP_NOWARN | __GFP_NOMEMALLOC;
+	unsigned int order = min_t(unsigned int, pageblock_order,
+				   MAX_PAGE_ORDER);
+	struct folio *folio;
+
+	lockdep_assert_held(&vc->lock);
+	for (;;) {
+		if (READ_ONCE(vc->level) < vcram_pause_level)
+			break;
+		folio = __folio_alloc_zonelist(gfp, order, vc->nid, NULL,
+					       ALLOC_ZONELIST_PRIVATE);
+		if (!folio) {
+			if (!order)
+				break;
+			order = 0;
+			continue;
+		}
+		if (WARN_ON_ONCE(folio_nid(folio) != vc->nid)) {
+			folio_put(folio);
+			break;
+		}
+		list_add_tail(&folio->lru, &vc->balloon);
+		vc->balloon_pages += folio_nr_pages(folio);
+		cond_resched();
+	}
+}
+
+/* Give back the folios taken by vcram_balloon_fill(). */
+static void vcram_balloon_empty(struct vcram *vc)
+{
+	struct folio *folio, *next;
+
+	lockdep_assert_held(&vc->lock);
+	list_for_each_entry_safe(folio, next, &vc->balloon, lru) {
+		list_del(&folio->lru);
+		/* Goes through the free callback and a DISCARD. */
+		folio_put(folio);
+		cond_resched();
+	}
+	vc->balloon_pages = 0;
+}
+
+static void vcram_pause(struct vcram *vc)
+{
+	unsigned long flags;
+
+	lockdep_assert_held(&vc->lock);
+	spin_lock_irqsave(&vc->park_lock, flags);
+	vc->park = true;
+	spin_unlock_irqrestore(&vc->park_lock, flags);
+	vc->paused = true;
+	vcram_count(vc, VCRAM_STAT_PAUSES, 1);
+	vcram_balloon_fill(vc);
+	dev_warn(&vc->vdev->dev,
+		 "pressure level %d: no new memory on node %d (%lu free pages held)\n",
+		 READ_ONCE(vc->level), vc->nid, vc->balloon_pages);
+}
+
+static void vcram_resume(struct vcram *vc)
+{
+	lockdep_assert_held(&vc->lock);
+	vc->paused = false;
+	vcram_release_parked(vc);
+	vcram_balloon_empty(vc);
+	dev_info(&vc->vdev->dev,
+		 "pressure level %d: memory on node %d available again\n",
+		 READ_ONCE(vc->level), vc->nid);
+}
+
+void vcram_pressure_work(struct work_struct *work)
+{
+	struct vcram *vc = container_of(work, struct vcram, pressure_work);
+	bool want;
+
+	mutex_lock(&vc->lock);
+	want = vc->added && !vc->orphaned &&
+	       READ_ONCE(vc->level) >= READ_ONCE(vcram_pause_level);
+	if (want && !vc->paused)
+		vcram_pause(vc);
+	else if (want)
+		vcram_balloon_fill(vc);	/* memory freed to the buddy since */
+	else if (vc->paused)
+		vcram_resume(vc);
+	mutex_unlock(&vc->lock);
+}
+
+/* Add the window as private memory.  Called with vc->lock held. */
+int vcram_mem_add(struct vcram *vc)
+{
+	struct device *dev = &vc->vdev->dev;
+	int ret;
+
+	lockdep_assert_held(&vc->lock);
+	if (vc->added)
+		return -EEXIST;
+	if (vc->orphaned)
+		return -ENODEV;
+	vc->np.owner = THIS_MODULE;
+	vc->np.name = KBUILD_MODNAME;
+	vc->np.caps = READ_ONCE(vcram_caps);
+	vc->np.ops = &vcram_np_ops;
+	ret = add_private_memory_driver_managed(vc->nid, vc->base, vc->size,
+						"System RAM (vcram)", MHP_NONE,
+						&vc->np);
+	if (ret) {
+		dev_err(dev, "adding [%#llx-%#llx] to node %d as private memory (caps %#lx) failed: %d\n",
+			vc->base, vcram_window_end(vc) - 1, vc->nid,
+			vc->np.caps, ret);
+		return ret;
+	}
+	vc->added = true;
+	/* The node's callbacks live in this module: stay until removed. */
+	__module_get(THIS_MODULE);
+	dev_info(dev, "node %d: %llu MiB of private memory at %#llx, caps %#lx\n",
+		 vc->nid, vc->size >> 20, vc->base, vc->np.caps);
+	return 0;
+}
+
+/*
+ * Offline and remove the window.  Fails with -EBUSY while pages of the
+ * node are in use, leaving everything as it was.
+ */
+int vcram_mem_remove(struct vcram *vc)
+{
+	struct device *dev = &vc->vdev->dev;
+	int ret;
+
+	mutex_lock(&vc->lock);
+	if (!vc->added) {
+		mutex_unlock(&vc->lock);
+		return 0;
+	}
+	if (vc->paused)
+		vcram_resume(vc);
+	/* Offlining waits for kept folios: have them discarded now. */
+	vcram_req_drain(vc);
+	ret = offline_and_remove_private_memory(&vc->np, vc->base, vc->size);
+	vc->last_remove_err = ret;
+	if (ret) {
+		dev_warn(dev, "node %d: memory not removed (%d)%s\n", vc->nid,
+			 ret, ret == -EBUSY ? ", pages in use" : "");
+		mutex_unlock(&vc->lock);
+		/* Pause again if the pressure asks for it. */
+		queue_work(vc->wq, &vc->pressure_work);
+		return ret;
+	}
+	vc->added = false;
+	mutex_unlock(&vc->lock);
+	dev_info(dev, "node %d: private memory removed\n", vc->nid);
+	module_put(THIS_MODULE);
+	return 0;
+}
