@@ -357,7 +357,7 @@ pub fn render_table(s: &Snapshot) -> String {
     row(
         "daemon memory",
         format!(
-            "RSS {}, of which private {} (the rest is guest memory mapped from shared files)",
+            "RSS {}, of which private {} (the rest: guest memory mapped from shared files, program text)",
             human_bytes(s.rss_bytes),
             human_bytes(s.rss_anon_bytes)
         ),

@@ -40,6 +40,7 @@ fn stats_table_json_prometheus_watch() {
 
     let (ok, out, err) = ctl(&d, &["stats"]);
     assert!(ok, "{err}");
+    println!("{out}");
     for needle in [
         "logical capacity",
         "64.00 MiB",
