@@ -98,8 +98,22 @@ impl VcramBackend {
             if !event_idx || !vring.enable_notification().map_err(io::Error::other)? {
                 break;
             }
+            if !used {
+                // The avail index says there is work, yet no chain could be taken: the driver
+                // corrupted its avail ring. Stop here instead of spinning; the next kick retries.
+                self.broken_ring(REQUEST_QUEUE);
+                break;
+            }
         }
         Ok(())
+    }
+
+    fn broken_ring(&self, queue: u16) {
+        stats::inc(&self.dev.dc.device_errors, 1);
+        rl_warn!(
+            self.dev.warn,
+            "queue {queue}: avail ring index is inconsistent (more entries than the queue size?); waiting for the driver"
+        );
     }
 
     fn deliver_events(&self, vring: &VringRwLock<GM>) -> io::Result<()> {
@@ -164,6 +178,10 @@ impl VcramBackend {
                 vring.signal_used_queue()?;
             }
             if !event_idx || !pending || !vring.enable_notification().map_err(io::Error::other)? {
+                break;
+            }
+            if !used {
+                self.broken_ring(EVENT_QUEUE);
                 break;
             }
         }

@@ -4,7 +4,12 @@ use log::{error, info};
 use vcram_device::cli::Cli;
 
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // virtio_queue logs every malformed ring access at error level, unthrottled; the device
+    // reports those conditions itself, rate-limited.
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("info,virtio_queue=off"),
+    )
+    .init();
     let cli = Cli::parse();
     let virtio_id = cli.virtio_id;
     let opts = match cli.into_options() {

@@ -373,6 +373,47 @@ fn indirect_descriptors_and_broken_chains() {
     assert!(s.device_errors >= 1);
 }
 
+fn cpu_ticks(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &s[s.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // fields 14 and 15 of stat (utime, stime) are at 11 and 12 after the command name
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn corrupted_avail_index_does_not_wedge_the_device() {
+    let phys = WIN_PAGES * 16 + 64 * 4096;
+    let d = Daemon::start(&["--physical-size", &phys.to_string()]);
+    let g = Guest::new();
+    let mut c = Conn::open(&d.socket, &g, MemSetup::Table);
+    let bufs = c.post_event_buffers(&g, 4, 48);
+    // The driver claims 300 new entries on a 256-entry ring.
+    let good = c.rq.avail_idx;
+    g.write(c.rq.avail + 2, &good.wrapping_add(300).to_le_bytes());
+    c.rq.kick();
+    std::thread::sleep(Duration::from_millis(100));
+    let t0 = cpu_ticks(d.child.id());
+    std::thread::sleep(Duration::from_millis(600));
+    let used = cpu_ticks(d.child.id()) - t0;
+    assert!(used < 20, "daemon spun: {used} ticks in 0.6 s");
+    // still answering, and the eventq is still served by the same worker
+    for i in 0..70 {
+        g.write(g.window_page(i), &random_page(i + 1));
+    }
+    let s = d.scan();
+    assert!(s.overflow_pages > 0);
+    assert!(s.device_errors >= 1);
+    let u = c.eq.wait_used(&g, 1, T);
+    assert_eq!(u[0].1, 48);
+    assert_eq!(le32(read_event(&g, bufs[0]).event_type), VCRAM_EVT_PRESSURE);
+    // the driver repairs its ring: requests flow again
+    g.write(c.rq.avail + 2, &good.to_le_bytes());
+    let (len, r) = c.request(&g, VCRAM_REQ_DISCARD, &[(g.window_page(0), 70)]);
+    assert_eq!((len, le32(r.status)), (24, VCRAM_S_OK));
+    assert_eq!(d.stats().stored_pages, 0);
+}
+
 #[test]
 fn flood_of_requests_all_complete() {
     let d = Daemon::start(&[]);

@@ -267,9 +267,99 @@ fn real_qemu_vhost_user_test_device() {
     let cmdreg = q.pci_read32(devfn, 0x04);
     q.pci_write32(devfn, 0x04, cmdreg | 0x6);
 
-    // virtio init
+    let notify = virtio_init(&mut q, &caps);
+    // Config is readable before DRIVER_OK: magic and version, no window yet.
+    let cfg0 = q.read(caps.device, 16);
+    assert_eq!(&cfg0[0..4], b"VCRM");
+    assert_eq!(u16::from_le_bytes([cfg0[4], cfg0[5]]), VCRAM_VERSION_MAJOR);
+    driver_ok(&mut q, &caps);
+
+    // The window shows up in config space.
+    let dcfg = caps.device;
+    wait_window(&mut q, &d, dcfg);
+    let cfg = q.read(dcfg, VCRAM_CONFIG_SIZE);
+    let le64 = |o: usize| u64::from_le_bytes(cfg[o..o + 8].try_into().unwrap());
+    let le32 = |o: usize| u32::from_le_bytes(cfg[o..o + 4].try_into().unwrap());
+    assert_eq!(le32(0x08), 1, "node");
+    assert_eq!(le64(0x10), WIN_BASE);
+    assert_eq!(le64(0x18), WIN_SIZE);
+    assert_eq!(le64(0x20), 64 << 20);
+    assert_eq!(le32(0x3c), 48);
+
+    // COMMIT a page written by the "guest", then DISCARD it.
+    let page = WIN_BASE + 7 * 4096;
+    q.write(page, &text_page(7));
+    let mut rq = Rq {
+        avail_idx: 0,
+        notify: notify[0],
+    };
+    let (len, r) = rq.submit(&mut q, VCRAM_REQ_COMMIT, &[(page, 1)]);
+    assert_eq!(len, 24);
+    assert_eq!(&r[0..4], &VCRAM_S_OK.to_le_bytes());
+    let s = d.stats();
+    assert_eq!(s.compressed_pages, 1);
+    assert_eq!(s.commit_requests, 1);
+    let (len, r) = rq.submit(&mut q, VCRAM_REQ_DISCARD, &[(page, 1)]);
+    assert_eq!(len, 24);
+    assert_eq!(&r[0..4], &VCRAM_S_OK.to_le_bytes());
+    assert!(
+        q.read(page, 4096).iter().all(|b| *b == 0),
+        "page not zeroed"
+    );
+    let (_, r) = rq.submit(&mut q, VCRAM_REQ_DISCARD, &[(WIN_BASE + WIN_SIZE, 1)]);
+    assert_eq!(&r[0..4], &VCRAM_S_OUT_OF_RANGE.to_le_bytes());
+    let s = d.stats();
+    assert_eq!(s.stored_pages, 0);
+    assert_eq!(s.discard_pages, 1);
+    assert_eq!(s.rejects["out_of_range"], 1);
+    // live counters in config space
+    let page2 = WIN_BASE + 9 * 4096;
+    q.write(page2, &text_page(9));
+    let (_, r) = rq.submit(&mut q, VCRAM_REQ_COMMIT, &[(page2, 1)]);
+    assert_eq!(&r[0..4], &VCRAM_S_OK.to_le_bytes());
+    assert_eq!(q.val(&format!("readl {:#x}", dcfg + 0x48)), 1);
+
+    // A virtio reset and a new driver initialisation: the store survives (the window is
+    // memory), the rings start over, requests are served again.
+    // (A driver starts again with zeroed rings.)
+    let notify = virtio_init(&mut q, &caps);
+    for off in [0u64, 0x1000, 0x2000] {
+        q.write(RING + off, &[0u8; 0x1000]);
+    }
+    driver_ok(&mut q, &caps);
+    wait_window(&mut q, &d, dcfg);
+    assert_eq!(
+        q.val(&format!("readl {:#x}", dcfg + 0x48)),
+        1,
+        "store lost on reset"
+    );
+    let mut rq = Rq {
+        avail_idx: 0,
+        notify: notify[0],
+    };
+    let (len, r) = rq.submit(&mut q, VCRAM_REQ_DISCARD, &[(page2, 1)]);
+    assert_eq!(len, 24);
+    assert_eq!(&r[0..4], &VCRAM_S_OK.to_le_bytes());
+    assert!(
+        q.read(page2, 4096).iter().all(|b| *b == 0),
+        "page not zeroed"
+    );
+    assert_eq!(d.stats().stored_pages, 0);
+    assert!(d.stats().connected);
+}
+
+/// Reset the device and set it up to just before DRIVER_OK; returns the notify addresses.
+fn virtio_init(q: &mut Qemu, caps: &Caps) -> [u64; 2] {
     let c = caps.common;
     q.cmd(&format!("writeb {:#x} 0", c + 0x14));
+    let t0 = Instant::now();
+    while q.val(&format!("readb {:#x}", c + 0x14)) != 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "reset did not complete"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     q.cmd(&format!("writeb {:#x} 3", c + 0x14)); // ACKNOWLEDGE | DRIVER
     q.cmd(&format!("writel {c:#x} 0"));
     let f_lo = q.val(&format!("readl {:#x}", c + 4));
@@ -311,19 +401,19 @@ fn real_qemu_vhost_user_test_device() {
         notify[qi as usize] = caps.notify + noff * caps.notify_mult;
         q.cmd(&format!("writew {:#x} 1", c + 0x1c));
     }
-    // Config is readable before DRIVER_OK: magic and version, no window yet.
-    let cfg0 = q.read(caps.device, 16);
-    assert_eq!(&cfg0[0..4], b"VCRM");
-    assert_eq!(u16::from_le_bytes([cfg0[4], cfg0[5]]), VCRAM_VERSION_MAJOR);
-    q.cmd(&format!("writeb {:#x} 15", c + 0x14)); // | DRIVER_OK: QEMU maps memory now
+    notify
+}
 
-    // The window shows up in config space.
-    let dcfg = caps.device;
+fn driver_ok(q: &mut Qemu, caps: &Caps) {
+    q.cmd(&format!("writeb {:#x} 15", caps.common + 0x14));
+}
+
+fn wait_window(q: &mut Qemu, d: &Daemon, dcfg: u64) {
     let t0 = Instant::now();
     loop {
         let st = q.val(&format!("readl {:#x}", dcfg + 0x30)) as u32;
         if st & VCRAM_ST_WINDOW_OK != 0 {
-            break;
+            return;
         }
         assert_eq!(
             st & VCRAM_ST_WINDOW_BAD,
@@ -338,22 +428,18 @@ fn real_qemu_vhost_user_test_device() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let cfg = q.read(dcfg, VCRAM_CONFIG_SIZE);
-    let le64 = |o: usize| u64::from_le_bytes(cfg[o..o + 8].try_into().unwrap());
-    let le32 = |o: usize| u32::from_le_bytes(cfg[o..o + 4].try_into().unwrap());
-    assert_eq!(le32(0x08), 1, "node");
-    assert_eq!(le64(0x10), WIN_BASE);
-    assert_eq!(le64(0x18), WIN_SIZE);
-    assert_eq!(le64(0x20), 64 << 20);
-    assert_eq!(le32(0x3c), 48);
+}
 
-    // COMMIT a page written by the "guest", then DISCARD it.
-    let page = WIN_BASE + 7 * 4096;
-    q.write(page, &text_page(7));
-    let (desc, avail, used) = ring_addrs(0);
-    let buf = 0x20_0000u64;
-    let mut avail_idx = 0u16;
-    let mut submit = |q: &mut Qemu, t: u32, ranges: &[(u64, u32)]| -> (u32, Vec<u8>) {
+/// The requestq as the test drives it: one request at a time in descriptors 0 and 1.
+struct Rq {
+    avail_idx: u16,
+    notify: u64,
+}
+
+impl Rq {
+    fn submit(&mut self, q: &mut Qemu, t: u32, ranges: &[(u64, u32)]) -> (u32, Vec<u8>) {
+        let (desc, avail, used) = ring_addrs(0);
+        let buf = 0x20_0000u64;
         let req = common::request_bytes(t, ranges);
         let resp = buf + 0x1000;
         q.write(buf, &req);
@@ -369,16 +455,16 @@ fn real_qemu_vhost_user_test_device() {
         d.extend_from_slice(&0u16.to_le_bytes());
         q.write(desc, &d);
         q.write(
-            avail + 4 + 2 * (avail_idx % QSZ) as u64,
+            avail + 4 + 2 * (self.avail_idx % QSZ) as u64,
             &0u16.to_le_bytes(),
         );
-        avail_idx = avail_idx.wrapping_add(1);
-        q.write(avail + 2, &avail_idx.to_le_bytes());
-        q.cmd(&format!("writew {:#x} 0", notify[0]));
+        self.avail_idx = self.avail_idx.wrapping_add(1);
+        q.write(avail + 2, &self.avail_idx.to_le_bytes());
+        q.cmd(&format!("writew {:#x} 0", self.notify));
         let t0 = Instant::now();
         loop {
             let u = q.read(used + 2, 2);
-            if u16::from_le_bytes([u[0], u[1]]) == avail_idx {
+            if u16::from_le_bytes([u[0], u[1]]) == self.avail_idx {
                 break;
             }
             assert!(
@@ -387,29 +473,8 @@ fn real_qemu_vhost_user_test_device() {
             );
             std::thread::sleep(Duration::from_millis(5));
         }
-        let e = q.read(used + 4 + 8 * ((avail_idx - 1) % QSZ) as u64, 8);
+        let e = q.read(used + 4 + 8 * ((self.avail_idx - 1) % QSZ) as u64, 8);
         let len = u32::from_le_bytes(e[4..8].try_into().unwrap());
         (len, q.read(resp, 24))
-    };
-    let (len, r) = submit(&mut q, VCRAM_REQ_COMMIT, &[(page, 1)]);
-    assert_eq!(len, 24);
-    assert_eq!(&r[0..4], &VCRAM_S_OK.to_le_bytes());
-    let s = d.stats();
-    assert_eq!(s.compressed_pages, 1);
-    assert_eq!(s.commit_requests, 1);
-    let (len, r) = submit(&mut q, VCRAM_REQ_DISCARD, &[(page, 1)]);
-    assert_eq!(len, 24);
-    assert_eq!(&r[0..4], &VCRAM_S_OK.to_le_bytes());
-    assert!(
-        q.read(page, 4096).iter().all(|b| *b == 0),
-        "page not zeroed"
-    );
-    let (_, r) = submit(&mut q, VCRAM_REQ_DISCARD, &[(WIN_BASE + WIN_SIZE, 1)]);
-    assert_eq!(&r[0..4], &VCRAM_S_OUT_OF_RANGE.to_le_bytes());
-    let s = d.stats();
-    assert_eq!(s.stored_pages, 0);
-    assert_eq!(s.discard_pages, 1);
-    assert_eq!(s.rejects["out_of_range"], 1);
-    // live counters in config space
-    assert_eq!(q.val(&format!("readl {:#x}", dcfg + 0x48)), 0);
+    }
 }
