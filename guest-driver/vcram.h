@@ -125,6 +125,7 @@ extern unsigned long vcram_caps;
 extern unsigned int vcram_flush_interval_ms;
 extern unsigned int vcram_batch_ranges;
 extern unsigned int vcram_pause_level;
+extern bool vcram_discard;
 extern bool vcram_commit;
 
 static inline void vcram_count(struct vcram *vc, enum vcram_stat s, long n)

@@ -46,6 +46,11 @@ module_param_named(pause_level, vcram_pause_level, uint, 0644);
 MODULE_PARM_DESC(pause_level,
 		 "Device pressure level that pauses placement on the node: 1 low, 2 high (default), 3 never");
 
+bool vcram_discard = true;
+module_param_named(discard, vcram_discard, bool, 0644);
+MODULE_PARM_DESC(discard,
+		 "Send DISCARD for freed pages (default Y); N zeroes them on the CPU instead");
+
 bool vcram_commit = true;
 module_param_named(commit, vcram_commit, bool, 0644);
 MODULE_PARM_DESC(commit, "Send COMMIT for pages migrated onto the node (default Y)");

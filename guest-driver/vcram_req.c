@@ -369,7 +369,7 @@ void vcram_flush_work(struct work_struct *work)
 		order = (unsigned int)(unsigned long)folio->private;
 		addr = PFN_PHYS(folio_pfn(folio));
 
-		if (READ_ONCE(vc->rq_dead) ||
+		if (READ_ONCE(vc->rq_dead) || !READ_ONCE(vcram_discard) ||
 		    !vcram_in_window(vc, addr, 1UL << order)) {
 			vcram_zero_release_folio(vc, folio, order);
 			continue;
