@@ -316,6 +316,7 @@ impl Vq {
 
 pub struct Daemon {
     pub child: Child,
+    pub args: Vec<String>,
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     pub control: PathBuf,
@@ -342,23 +343,38 @@ impl Daemon {
             args.extend(["--scan-interval-ms".into(), "0".into()]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        let child = Command::new(env!("CARGO_BIN_EXE_vcram-device"))
-            .args(&args)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
+        let child = Self::spawn(&args);
         let d = Daemon {
             child,
+            args,
             dir,
             socket,
             control,
         };
         d.wait_socket();
         d
+    }
+
+    fn spawn(args: &[String]) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_vcram-device"))
+            .args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Kill the daemon and start a new one on the same sockets.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.socket);
+        let _ = std::fs::remove_file(&self.control);
+        self.child = Self::spawn(&self.args);
+        self.wait_socket();
     }
 
     pub fn wait_socket(&self) {
