@@ -84,6 +84,7 @@ impl Qemu {
         chardev_opts: &str,
     ) -> Qemu {
         let qsock = dir.join("qtest.sock");
+        let _ = std::fs::remove_file(&qsock);
         let listener = UnixListener::bind(&qsock).unwrap();
         cmd.args([
             "-machine",
@@ -541,4 +542,43 @@ fn real_qemu_backend_restart() {
     assert_eq!(&r[0..4], &VCRAM_S_OK.to_le_bytes());
     assert!(q.read(page, 4096).iter().all(|b| *b == 0));
     assert_eq!(d2.stats().discard_pages, 1);
+}
+
+/// QEMU exits and a new QEMU connects to the same daemon: a fresh device serves it.
+#[test]
+fn real_qemu_restart_gets_fresh_device() {
+    let Some(_) = qemu_command() else {
+        println!("no QEMU found (set VCRAM_QEMU or run scripts/setup): skipped");
+        return;
+    };
+    let d = Daemon::start(&["--window-base", "0x100000000", "--window-size", "256M"]);
+    let page = WIN_BASE + 11 * 4096;
+    for round in 0..2 {
+        let mut q = Qemu::start(qemu_command().unwrap(), d.dir.path(), &d.socket, "");
+        let caps = pci_setup(&mut q);
+        let notify = virtio_init(&mut q, &caps);
+        driver_ok(&mut q, &caps);
+        wait_window(&mut q, &d, caps.device);
+        let s = d.stats();
+        assert_eq!(s.commit_requests, 0, "round {round}: device not fresh");
+        assert_eq!(s.stored_pages, 0, "round {round}: device not fresh");
+        q.write(page, &text_page(11));
+        let mut rq = Rq {
+            avail_idx: 0,
+            notify: notify[0],
+        };
+        let (len, r) = rq.submit(&mut q, VCRAM_REQ_COMMIT, &[(page, 1)]);
+        assert_eq!(len, 24);
+        assert_eq!(&r[0..4], &VCRAM_S_OK.to_le_bytes());
+        assert_eq!(d.stats().stored_pages, 1);
+        drop(q); // QEMU killed
+        let t0 = Instant::now();
+        while d.stats().connected {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "daemon did not notice QEMU exit"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
