@@ -582,3 +582,108 @@ fn real_qemu_restart_gets_fresh_device() {
         }
     }
 }
+
+/// Pressure and overflow events reach the guest through QEMU's eventq.
+#[test]
+fn real_qemu_eventq() {
+    let Some(cmd) = qemu_command() else {
+        println!("no QEMU found (set VCRAM_QEMU or run scripts/setup): skipped");
+        return;
+    };
+    // metadata: 65536 pages x 16 = 1 MiB; images: room for 16 raw pages
+    let phys = (1u64 << 20) + 16 * 4096;
+    let d = Daemon::start(&[
+        "--window-base",
+        "0x100000000",
+        "--window-size",
+        "256M",
+        "--physical-size",
+        &phys.to_string(),
+        "--low-watermark",
+        "97",
+        "--high-watermark",
+        "99",
+        "--hysteresis",
+        "1",
+    ]);
+    let mut q = Qemu::start(cmd, d.dir.path(), &d.socket, "");
+    let caps = pci_setup(&mut q);
+    let notify = virtio_init(&mut q, &caps);
+    driver_ok(&mut q, &caps);
+    wait_window(&mut q, &d, caps.device);
+    // post 8 event buffers of 48 bytes on queue 1
+    let (desc, avail, used) = ring_addrs(1);
+    let ebuf = 0x30_0000u64;
+    for i in 0..8u64 {
+        let mut dsc = Vec::new();
+        dsc.extend_from_slice(&(ebuf + i * 64).to_le_bytes());
+        dsc.extend_from_slice(&48u32.to_le_bytes());
+        dsc.extend_from_slice(&2u16.to_le_bytes()); // WRITE
+        dsc.extend_from_slice(&0u16.to_le_bytes());
+        q.write(desc + 16 * i, &dsc);
+        q.write(avail + 4 + 2 * i, &(i as u16).to_le_bytes());
+    }
+    q.write(avail + 2, &8u16.to_le_bytes());
+    q.cmd(&format!("writew {:#x} 1", notify[1]));
+    // 20 incompressible pages: 16 fit, 4 overflow
+    for i in 0..20u64 {
+        let mut x = (i + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let page: Vec<u8> = (0..4096)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect();
+        q.write(WIN_BASE + i * 4096, &page);
+    }
+    let mut rq = Rq {
+        avail_idx: 0,
+        notify: notify[0],
+    };
+    let (_, r) = rq.submit(&mut q, VCRAM_REQ_COMMIT, &[(WIN_BASE, 20)]);
+    assert_eq!(&r[0..4], &VCRAM_S_OK.to_le_bytes());
+    assert_eq!(u64::from_le_bytes(r[16..24].try_into().unwrap()), 4);
+    let t0 = Instant::now();
+    loop {
+        let u = q.read(used + 2, 2);
+        if u16::from_le_bytes([u[0], u[1]]) >= 3 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "events not delivered: {:?}",
+            d.stats()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let ev = |q: &mut Qemu, i: u64| q.read(ebuf + i * 64, 48);
+    let e0 = ev(&mut q, 0);
+    let e1 = ev(&mut q, 1);
+    let e2 = ev(&mut q, 2);
+    let le32 = |e: &[u8], o: usize| u32::from_le_bytes(e[o..o + 4].try_into().unwrap());
+    let le64 = |e: &[u8], o: usize| u64::from_le_bytes(e[o..o + 8].try_into().unwrap());
+    assert_eq!(
+        (le32(&e0, 0), le32(&e0, 4)),
+        (VCRAM_EVT_PRESSURE, VCRAM_LEVEL_LOW)
+    );
+    assert_eq!(
+        (le32(&e1, 0), le32(&e1, 4)),
+        (VCRAM_EVT_PRESSURE, VCRAM_LEVEL_HIGH)
+    );
+    assert_eq!(le32(&e2, 0), VCRAM_EVT_OVERFLOW);
+    assert_eq!(le64(&e2, 0x18), WIN_BASE + 16 * 4096);
+    assert_eq!(le32(&e2, 0x20), 4);
+    assert_eq!((le64(&e0, 8), le64(&e1, 8), le64(&e2, 8)), (1, 2, 3));
+    // used lengths are 48
+    for i in 0..3u64 {
+        let e = q.read(used + 4 + 8 * i, 8);
+        assert_eq!(u32::from_le_bytes(e[4..8].try_into().unwrap()), 48);
+    }
+    assert_eq!(
+        q.val(&format!("readl {:#x}", caps.device + 0x60)),
+        4,
+        "overflow_pages"
+    );
+}
