@@ -113,11 +113,16 @@ struct vcram {
 	bool evq_dead;
 	struct vcram_event *evbufs;
 	struct work_struct event_work;
-	u64 last_seq;			/* event_work only */
+	struct mutex ev_lock;		/* event handling, last_seq */
+	u64 last_seq;
 	int level;			/* pressure level last reported */
 	struct work_struct pressure_work;
 
 	atomic_long_t stats[VCRAM_NR_STATS];
+
+	/* Fault injection for tests (debugfs) */
+	struct dentry *debugfs;
+	u32 fail_requests;		/* fail the next N completions */
 };
 
 /* Module parameters (vcram_main.c) */
@@ -166,6 +171,13 @@ int vcram_event_post_all(struct vcram *vc);
 void vcram_evq_done(struct virtqueue *vq);
 void vcram_event_work(struct work_struct *work);
 void vcram_event_shutdown(struct vcram *vc);
+void vcram_event_inject(struct vcram *vc, const void *data, size_t len);
+
+/* vcram_debugfs.c */
+void vcram_debugfs_module_init(void);
+void vcram_debugfs_module_exit(void);
+void vcram_debugfs_init(struct vcram *vc);
+void vcram_debugfs_exit(struct vcram *vc);
 
 /* vcram_sysfs.c */
 extern const struct attribute_group *vcram_groups[];

@@ -18,6 +18,7 @@
 int vcram_event_init(struct vcram *vc)
 {
 	spin_lock_init(&vc->evq_lock);
+	mutex_init(&vc->ev_lock);
 	INIT_WORK(&vc->event_work, vcram_event_work);
 	vc->evbufs = kcalloc(VCRAM_NR_EVBUFS, sizeof(*vc->evbufs),
 			     GFP_KERNEL);
@@ -208,13 +209,26 @@ void vcram_event_work(struct work_struct *work)
 		spin_unlock_irqrestore(&vc->evq_lock, flags);
 		if (!buf)
 			break;
+		mutex_lock(&vc->ev_lock);
 		vcram_handle_event(vc, &ev, len);
+		mutex_unlock(&vc->ev_lock);
 	}
 
 	spin_lock_irqsave(&vc->evq_lock, flags);
 	if (kick && !vc->evq_dead)
 		virtqueue_kick(vc->evq);
 	spin_unlock_irqrestore(&vc->evq_lock, flags);
+}
+
+/* Handle @len bytes as if the device had delivered them (debugfs). */
+void vcram_event_inject(struct vcram *vc, const void *data, size_t len)
+{
+	struct vcram_event ev = {};
+
+	memcpy(&ev, data, min(len, sizeof(ev)));
+	mutex_lock(&vc->ev_lock);
+	vcram_handle_event(vc, &ev, len);
+	mutex_unlock(&vc->ev_lock);
 }
 
 /* After the device reset: take the buffers back. */

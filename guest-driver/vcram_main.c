@@ -284,6 +284,7 @@ static int vcram_probe(struct virtio_device *vdev)
 
 	/* Apply a pressure level reported before the memory was added. */
 	queue_work(vc->wq, &vc->pressure_work);
+	vcram_debugfs_init(vc);
 	return 0;
 
 err_reset:
@@ -309,6 +310,7 @@ static void vcram_remove(struct virtio_device *vdev)
 	 * are in use, keep everything the node needs and zero freed pages
 	 * on the CPU from now on.
 	 */
+	vcram_debugfs_exit(vc);
 	vcram_mem_remove(vc);
 	mutex_lock(&vc->lock);
 	added = vc->added;
@@ -338,6 +340,8 @@ static struct virtio_driver vcram_driver = {
 
 static int __init vcram_init(void)
 {
+	int ret;
+
 	if (device_id == 0 || device_id == VIRTIO_DEV_ANY_ID) {
 		pr_err("device_id %u is not a usable virtio device id\n",
 		       device_id);
@@ -348,12 +352,17 @@ static int __init vcram_init(void)
 		return -EINVAL;
 	}
 	vcram_id_table[0].device = device_id;
-	return register_virtio_driver(&vcram_driver);
+	vcram_debugfs_module_init();
+	ret = register_virtio_driver(&vcram_driver);
+	if (ret)
+		vcram_debugfs_module_exit();
+	return ret;
 }
 
 static void __exit vcram_exit(void)
 {
 	unregister_virtio_driver(&vcram_driver);
+	vcram_debugfs_module_exit();
 }
 
 module_init(vcram_init);

@@ -196,6 +196,11 @@ static void vcram_req_complete(struct vcram *vc, struct vcram_req *req,
 		memcpy(&resp, &req->resp, sizeof(resp));
 		status = le32_to_cpu(resp.status);
 	}
+	/* Fault injection: pretend the device failed the request. */
+	if (answered && READ_ONCE(vc->fail_requests)) {
+		WRITE_ONCE(vc->fail_requests, vc->fail_requests - 1);
+		status = VCRAM_S_DEVICE_ERROR;
+	}
 	if (status != VCRAM_S_OK)
 		dev_warn_ratelimited(&vc->vdev->dev,
 				     "%s of %lu pages: %s (status %u, len %u)\n",

@@ -4,9 +4,11 @@
  * mbind(MPOL_BIND), without libnuma (which only accepts nodes in the
  * cpuset's Mems_allowed, and private nodes are never there).
  *
- *   vcram-membind NODE MIB [HOLD_SECONDS [zero|random|text]]
+ *   vcram-membind NODE MIB [HOLD_SECONDS [zero|random|text [move]]]
  *
- * Maps MIB MiB, binds it to NODE, writes the pattern, counts the pages
+ * Maps MIB MiB, binds it to NODE, writes the pattern (with "move": writes
+ * it wherever the default policy puts it, then moves the pages to NODE
+ * with move_pages(2)), counts the pages
  * that landed on NODE (move_pages query), holds the memory for
  * HOLD_SECONDS (0: not at all), checks the contents again and exits.
  * Prints "key=value" lines; exit status 0 only if every page was on NODE
@@ -23,6 +25,7 @@
 #include <unistd.h>
 
 #define MPOL_BIND 2
+#define MPOL_MF_MOVE 2
 
 static uint64_t next_rand(uint64_t *s)
 {
@@ -74,7 +77,8 @@ int main(int argc, char **argv)
 	size_t len, npages, i, on_node = 0;
 	unsigned char *p;
 	void **pages;
-	int *status;
+	int *status, *nodes;
+	int move = 0;
 	uint64_t sum1, sum2;
 
 	if (argc < 3) {
@@ -88,6 +92,8 @@ int main(int argc, char **argv)
 		hold = strtol(argv[3], NULL, 0);
 	if (argc > 4)
 		pattern = argv[4];
+	if (argc > 5)
+		move = !strcmp(argv[5], "move");
 	if (node < 0 || node >= 16 * 64 || mib <= 0)
 		return 2;
 
@@ -100,7 +106,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	mask[node / 64] = 1ul << (node % 64);
-	if (syscall(SYS_mbind, p, len, MPOL_BIND, mask, 16 * 64, 0)) {
+	if (!move && syscall(SYS_mbind, p, len, MPOL_BIND, mask, 16 * 64, 0)) {
 		printf("mbind_errno=%d\n", errno);
 		perror("mbind");
 		return 1;
@@ -112,8 +118,19 @@ int main(int argc, char **argv)
 	status = calloc(npages, sizeof(*status));
 	if (!pages || !status)
 		return 1;
-	for (i = 0; i < npages; i++)
+	nodes = calloc(npages, sizeof(*nodes));
+	if (!nodes)
+		return 1;
+	for (i = 0; i < npages; i++) {
 		pages[i] = p + i * 4096;
+		nodes[i] = node;
+	}
+	if (move && syscall(SYS_move_pages, 0, npages, pages, nodes, status,
+			    MPOL_MF_MOVE) < 0) {
+		printf("move_pages_errno=%d\n", errno);
+		perror("move_pages");
+		return 1;
+	}
 	if (syscall(SYS_move_pages, 0, npages, pages, NULL, status, 0)) {
 		perror("move_pages");
 		return 1;

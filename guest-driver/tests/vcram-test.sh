@@ -11,7 +11,7 @@
 KO=${VCRAM_KO:-/lib/modules/vcram/vcram.ko}
 NODE=${VCRAM_NODE:-1}
 MB=${VCRAM_MB:-64}
-NTESTS=12
+NTESTS=18
 n=0
 fails=0
 
@@ -46,6 +46,22 @@ node_mem_kb() {
 
 stat() {
 	cat "$VDIR/$1" 2>/dev/null || echo -1
+}
+
+# Little-endian bytes as printf octal escapes: le <bytes> <value>
+le() {
+	i=0
+	v=$2
+	while [ "$i" -lt "$1" ]; do
+		printf '\\%03o' $((v & 255))
+		v=$((v >> 8))
+		i=$((i + 1))
+	done
+}
+
+# A 48-byte event record: ev <type> <level> <seq> <addr> <npages>
+ev() {
+	printf "$(le 4 "$1")$(le 4 "$2")$(le 8 "$3")$(le 8 0)$(le 8 "$4")$(le 4 "$5")$(le 4 0)$(le 8 0)"
 }
 
 echo "KTAP version 1"
@@ -104,7 +120,13 @@ used_kb=$((free_before - free_during))
 echo "# node $NODE MemFree before ${free_before} kB, with holder ${free_during} kB"
 check "membind memory is taken from node $NODE" \
 	test "$used_kb" -ge $((MB * 1024 / 2))
-echo "# device: stored_pages $(stat stored_pages) physical_used $(stat physical_used)"
+# the device's scanner (1 s) or COMMIT accounts the written pages
+i=0
+while [ "$i" -lt 10 ] && [ "$(stat stored_pages)" -lt $((MB * 256)) ]; do
+	sleep 1
+	i=$((i + 1))
+done
+echo "# device: stored_pages $(stat stored_pages) same_pages $(stat same_pages) physical_used $(stat physical_used) compressed_bytes $(stat compressed_bytes)"
 
 # 8: removal with pages in use fails, rmmod fails
 echo 0 > "$VDIR/online" 2>/dev/null
@@ -130,13 +152,81 @@ check "no freed pages left pending" test "$(stat pages_pending)" -eq 0
 echo "# events: pressure $(stat events_pressure) overflow $(stat events_overflow) malformed $(stat events_malformed) level $(stat pressure_level)"
 check "no malformed events" test "$(stat events_malformed)" -eq 0
 
-# 12: now removal and unload succeed
+# 12: migration onto the node (move_pages) sends COMMIT
+c0=$(stat commit_pages)
+m0=$(stat migrate_in)
+out=$(vcram-membind "$NODE" 16 0 text move 2>&1)
+rc=$?
+echo "$out" | sed 's/^/# /'
+sleep 1
+echo "# migrate_in $m0 -> $(stat migrate_in), commit_pages $c0 -> $(stat commit_pages), commits_sent $(stat commits_sent)"
+check "move_pages to node $NODE works and is COMMITted" \
+	test "$rc" -eq 0 -a "$(stat migrate_in)" -gt "$m0" -a "$(stat commit_pages)" -gt "$c0"
+
+# 13: malformed events are counted and dropped
+DBG=/sys/kernel/debug/vcram/$(basename "$VDEV")
+if [ -w "$DBG/inject_event" ]; then
+	bad0=$(stat events_malformed)
+	seq0=$(stat last_event_seq)
+	lvl0=$(stat pressure_level)
+	ev 1 2 "$((seq0 + 1))" 0 0 | head -c 47 > "$DBG/inject_event"	# short
+	ev 9 0 "$((seq0 + 1))" 0 0 > "$DBG/inject_event"		# type
+	ev 1 7 "$((seq0 + 1))" 0 0 > "$DBG/inject_event"		# level
+	ev 2 0 "$((seq0 + 1))" 4096 1 > "$DBG/inject_event"	# outside window
+	ev 1 2 0 0 0 > "$DBG/inject_event"			# seq 0
+	bad1=$(stat events_malformed)
+	echo "# events_malformed $bad0 -> $bad1, last_event_seq $seq0 -> $(stat last_event_seq)"
+	check "malformed events are counted and dropped" \
+		test "$((bad1 - bad0))" -eq 5 -a "$(stat last_event_seq)" = "$seq0" \
+		-a "$(stat pressure_level)" = "$lvl0" -a "$(stat paused)" = 0
+else
+	skip "malformed events are counted and dropped" "no debugfs"
+fi
+
+# 14: failed requests fall back to zeroing on the CPU
+if [ -w "$DBG/fail_requests" ]; then
+	z0=$(stat pages_zeroed_cpu)
+	f0=$(stat discards_failed)
+	echo 1000000 > "$DBG/fail_requests"
+	vcram-membind "$NODE" 16 0 random >/dev/null 2>&1
+	sleep 2
+	echo 0 > "$DBG/fail_requests"
+	echo "# pages_zeroed_cpu $z0 -> $(stat pages_zeroed_cpu), discards_failed $f0 -> $(stat discards_failed), pages_pending $(stat pages_pending)"
+	check "failed DISCARDs are zeroed on the CPU and released" \
+		test "$(stat pages_zeroed_cpu)" -ge "$((z0 + 4096))" \
+		-a "$(stat discards_failed)" -gt "$f0" -a "$(stat pages_pending)" -eq 0
+else
+	skip "failed DISCARDs are zeroed on the CPU and released" "no debugfs"
+fi
+
+# 15: freed pages read back as zero when allocated again
+out=$(vcram-membind "$NODE" 16 0 zero 2>&1)
+check "memory allocated again on node $NODE works" test $? -eq 0
+
+# 16: no sysfs unbind (the memory may not be removable)
+check "sysfs unbind is not offered" test ! -e /sys/bus/virtio/drivers/vcram/unbind
+
+# 17: now removal and unload succeed
 echo 0 > "$VDIR/online"
 r1=$?
 rmmod vcram
 r2=$?
 check "remove and rmmod succeed once the pages are free" \
 	test "$r1" -eq 0 -a "$r2" -eq 0
+
+# 18: load again: the node comes back
+insmod "$KO"
+sleep 1
+priv=$(cat /sys/devices/system/node/has_private_memory 2>/dev/null)
+for d in /sys/bus/virtio/drivers/vcram/virtio*; do
+	[ -e "$d" ] && VDIR=$d/vcram
+done
+echo 0 > "$VDIR/online"
+r1=$?
+rmmod vcram
+r2=$?
+check "reload: node $NODE private again, removed and unloaded again" \
+	test "$priv" = "$NODE" -a "$r1" -eq 0 -a "$r2" -eq 0
 
 dmesg | grep -E "vcram|private" | sed 's/^/# /'
 [ "$fails" -eq 0 ]

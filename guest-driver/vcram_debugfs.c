@@ -1,0 +1,63 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * vcram: fault injection for tests, in debugfs (vcram/virtioN/):
+ *
+ *   inject_event   write: the bytes are handled as an event the device
+ *                  delivered with that used length (validation included)
+ *   fail_requests  the next N request completions are treated as failed
+ *                  (DISCARD folios are zeroed on the CPU)
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/debugfs.h>
+#include <linux/fs.h>
+#include <linux/uaccess.h>
+
+#include "vcram.h"
+
+static struct dentry *vcram_debugfs_root;
+
+static ssize_t vcram_inject_write(struct file *file, const char __user *ubuf,
+				  size_t count, loff_t *ppos)
+{
+	struct vcram *vc = file->private_data;
+	u8 buf[2 * sizeof(struct vcram_event)];
+	size_t len = min(count, sizeof(buf));
+
+	if (copy_from_user(buf, ubuf, len))
+		return -EFAULT;
+	vcram_event_inject(vc, buf, count);
+	return count;
+}
+
+static const struct file_operations vcram_inject_fops = {
+	.owner = THIS_MODULE,
+	.open = simple_open,
+	.write = vcram_inject_write,
+};
+
+void vcram_debugfs_module_init(void)
+{
+	vcram_debugfs_root = debugfs_create_dir(KBUILD_MODNAME, NULL);
+}
+
+void vcram_debugfs_module_exit(void)
+{
+	debugfs_remove_recursive(vcram_debugfs_root);
+}
+
+void vcram_debugfs_init(struct vcram *vc)
+{
+	vc->debugfs = debugfs_create_dir(dev_name(&vc->vdev->dev),
+					 vcram_debugfs_root);
+	debugfs_create_file("inject_event", 0200, vc->debugfs, vc,
+			    &vcram_inject_fops);
+	debugfs_create_u32("fail_requests", 0600, vc->debugfs,
+			   &vc->fail_requests);
+}
+
+void vcram_debugfs_exit(struct vcram *vc)
+{
+	debugfs_remove_recursive(vc->debugfs);
+	vc->debugfs = NULL;
+}
