@@ -147,6 +147,7 @@ static inline u64 vcram_window_end(struct vcram *vc)
 extern const struct node_private_ops vcram_np_ops;
 int vcram_mem_add(struct vcram *vc);
 int vcram_mem_remove(struct vcram *vc);
+void vcram_mem_orphan(struct vcram *vc);
 void vcram_mem_init(struct vcram *vc);
 void vcram_release_folio(struct vcram *vc, struct folio *folio,
 			 unsigned int order);

@@ -314,11 +314,11 @@ static void vcram_remove(struct virtio_device *vdev)
 	vcram_mem_remove(vc);
 	mutex_lock(&vc->lock);
 	added = vc->added;
-	vc->orphaned = added;
 	mutex_unlock(&vc->lock);
 
 	vcram_stop_device(vc);
 	if (added) {
+		vcram_mem_orphan(vc);
 		dev_warn(&vdev->dev,
 			 "node %d still has pages in use: keeping its memory, freed pages are zeroed by the CPU from now on\n",
 			 vc->nid);

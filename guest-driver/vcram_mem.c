@@ -231,6 +231,20 @@ void vcram_pressure_work(struct work_struct *work)
 	mutex_unlock(&vc->lock);
 }
 
+/*
+ * The device is gone but the memory could not be removed: give back what
+ * a pause held.  Called after the queues are shut down.
+ */
+void vcram_mem_orphan(struct vcram *vc)
+{
+	cancel_work_sync(&vc->pressure_work);
+	mutex_lock(&vc->lock);
+	vc->orphaned = true;
+	if (vc->paused)
+		vcram_resume(vc);
+	mutex_unlock(&vc->lock);
+}
+
 /* Add the window as private memory.  Called with vc->lock held. */
 int vcram_mem_add(struct vcram *vc)
 {

@@ -1,0 +1,83 @@
+#!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
+# In-guest pressure test of vcram.ko, KTAP output.  Needs a device with a
+# small physical capacity, e.g.
+#   vcram-device ... --window-size 1G --physical-size 96M
+# A holder keeps compressible data on the node; a writer fills the node
+# with incompressible data past the high watermark.  Expected: PRESSURE
+# events, the driver pauses the node (the writer's next allocation fails:
+# the OOM killer ends it), OVERFLOW events are logged, the holder's data
+# stays intact, and once the writer's memory is discarded the pressure
+# clears and the node is given back.
+
+KO=${VCRAM_KO:-/lib/modules/vcram/vcram.ko}
+NODE=${VCRAM_NODE:-1}
+n=0
+fails=0
+
+check() {
+	desc=$1
+	shift
+	n=$((n + 1))
+	if "$@"; then
+		echo "ok $n $desc"
+	else
+		fails=$((fails + 1))
+		echo "not ok $n $desc"
+	fi
+}
+
+stat() {
+	cat "$VDIR/$1" 2>/dev/null || echo -1
+}
+
+show() {
+	echo "# level $(stat pressure_level) paused $(stat paused) held $(stat held_pages) pauses $(stat pauses) physical_used $(stat physical_used)/$(stat physical_capacity) stored $(stat stored_pages) raw $(stat raw_pages) overflow $(stat overflow_pages) ev_pressure $(stat events_pressure) ev_overflow $(stat events_overflow) pending $(stat pages_pending)"
+}
+
+echo "KTAP version 1"
+echo "1..7"
+insmod "$KO"
+for d in /sys/bus/virtio/drivers/vcram/virtio*; do
+	[ -e "$d" ] && VDIR=$d/vcram
+done
+check "vcram bound" test -d "$VDIR"
+idle=$(stat physical_used)
+show
+
+vcram-membind "$NODE" 32 40 text >/tmp/holder.out 2>&1 &
+holder=$!
+sleep 3
+cap_mb=$(($(stat physical_capacity) >> 20))
+big=$((cap_mb * 2))
+echo "# writing ${big} MiB of random data to node $NODE"
+vcram-membind "$NODE" "$big" 5 random >/tmp/writer.out 2>&1
+wrc=$?
+echo "# writer exit status $wrc"
+sed 's/^/# writer: /' /tmp/writer.out
+show
+check "high pressure paused the node" test "$(stat pauses)" -ge 1 -a "$(stat events_pressure)" -ge 2
+check "writer could not fill the node (status $wrc)" test "$wrc" -ne 0
+check "overflow reported" test "$(stat events_overflow)" -ge 1
+
+wait "$holder"
+hrc=$?
+sed 's/^/# holder: /' /tmp/holder.out
+check "holder's data intact" test "$hrc" -eq 0
+
+i=0
+while [ "$i" -lt 15 ] && { [ "$(stat paused)" != 0 ] || [ "$(stat physical_used)" != "$idle" ]; }; do
+	sleep 1
+	i=$((i + 1))
+done
+show
+check "pressure cleared, node given back, device back at idle use" \
+	test "$(stat paused)" = 0 -a "$(stat pressure_level)" = 0 \
+	-a "$(stat physical_used)" = "$idle" -a "$(stat pages_pending)" = 0
+
+echo 0 > "$VDIR/online"
+r1=$?
+rmmod vcram
+check "remove and unload" test "$r1" -eq 0 -a $? -eq 0
+dmesg | grep -E "vcram|Killed process" | sed 's/^/# /' | tail -25
+[ "$fails" -eq 0 ]
