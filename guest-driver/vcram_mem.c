@@ -259,6 +259,13 @@ int vcram_mem_add(struct vcram *vc)
 	vc->np.owner = THIS_MODULE;
 	vc->np.name = KBUILD_MODNAME;
 	vc->np.caps = READ_ONCE(vcram_caps);
+	if ((vc->np.caps & ~NODE_PRIVATE_CAPS_ALL) ||
+	    ((vc->np.caps & NODE_PRIVATE_TIERING) &&
+	     !(vc->np.caps & NODE_PRIVATE_RECLAIM))) {
+		dev_err(dev, "caps %#lx: only bits %#lx exist, and tiering (4) needs reclaim (8)\n",
+			vc->np.caps, (unsigned long)NODE_PRIVATE_CAPS_ALL);
+		return -EINVAL;
+	}
 	vc->np.ops = &vcram_np_ops;
 	ret = add_private_memory_driver_managed(vc->nid, vc->base, vc->size,
 						"System RAM (vcram)", MHP_NONE,
