@@ -88,6 +88,7 @@ struct vcram {
 	spinlock_t rq_lock;		/* rq, rq_dead */
 	bool rq_dead;
 	atomic_t inflight;
+	atomic64_t req_seq;		/* tags of requests */
 	wait_queue_head_t inflight_wq;
 	struct work_struct done_work;
 

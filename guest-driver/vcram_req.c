@@ -124,13 +124,17 @@ static void vcram_req_fallback(struct vcram *vc, struct vcram_req *req)
 static void vcram_req_submit(struct vcram *vc, struct vcram_req *req)
 {
 	struct scatterlist out, in, *sgs[2] = { &out, &in };
+	/* Once queued, req may complete and be freed at any time. */
+	unsigned long npages = req->npages;
+	u32 type = req->type;
 	unsigned long flags;
 	bool kick = false;
 	int ret;
 
 	req->hdr.type = cpu_to_le32(req->type);
 	req->hdr.nr_ranges = cpu_to_le32(req->nr_ranges);
-	req->hdr.tag = cpu_to_le64((u64)(uintptr_t)req);
+	/* A sequence number: kernel pointers are not the device's business. */
+	req->hdr.tag = cpu_to_le64(atomic64_inc_return(&vc->req_seq));
 	memset(&req->resp, 0, sizeof(req->resp));
 	sg_init_one(&out, &req->hdr, sizeof(req->hdr) +
 		    req->nr_ranges * sizeof(struct vcram_range));
@@ -151,18 +155,18 @@ static void vcram_req_submit(struct vcram *vc, struct vcram_req *req)
 		virtqueue_notify(vc->rq);
 
 	if (!ret) {
-		if (req->type == VCRAM_REQ_DISCARD) {
+		if (type == VCRAM_REQ_DISCARD) {
 			vcram_count(vc, VCRAM_STAT_DISCARDS_SENT, 1);
-			vcram_count(vc, VCRAM_STAT_DISCARD_PAGES, req->npages);
+			vcram_count(vc, VCRAM_STAT_DISCARD_PAGES, npages);
 		} else {
 			vcram_count(vc, VCRAM_STAT_COMMITS_SENT, 1);
-			vcram_count(vc, VCRAM_STAT_COMMIT_PAGES, req->npages);
+			vcram_count(vc, VCRAM_STAT_COMMIT_PAGES, npages);
 		}
 		return;
 	}
 	if (ret == -ENOSPC)
 		vcram_count(vc, VCRAM_STAT_QUEUE_FULL, 1);
-	if (req->type == VCRAM_REQ_DISCARD)
+	if (type == VCRAM_REQ_DISCARD)
 		vcram_req_fallback(vc, req);
 	else
 		vcram_count(vc, VCRAM_STAT_COMMITS_DROPPED, req->nr_ranges);
