@@ -15,8 +15,39 @@ use log::{debug, warn};
 
 use crate::device::Device;
 
-/// The device currently served (replaced on every new frontend connection).
-pub type Current = Arc<Mutex<Option<Arc<Device>>>>;
+/// The device waiting for or serving the current frontend connection, and the one of the
+/// previous connection. Until a new frontend connects, the control socket keeps answering for
+/// the previous one, so statistics can be read after the VM has exited.
+#[derive(Default)]
+pub struct Sessions {
+    pub current: Option<Arc<Device>>,
+    pub last: Option<Arc<Device>>,
+}
+
+impl Sessions {
+    /// Start a new connection slot; the current device becomes the last one.
+    pub fn rotate(&mut self, next: Arc<Device>) {
+        if let Some(cur) = self.current.take() {
+            if cur.ended.load(std::sync::atomic::Ordering::Relaxed) {
+                self.last = Some(cur);
+            }
+        }
+        self.current = Some(next);
+    }
+
+    /// The device the control socket answers for.
+    pub fn pick(&self) -> Option<Arc<Device>> {
+        match (&self.current, &self.last) {
+            (Some(c), Some(l)) if !c.connected.load(std::sync::atomic::Ordering::Relaxed) => {
+                Some(l.clone())
+            }
+            (Some(c), _) => Some(c.clone()),
+            (None, l) => l.clone(),
+        }
+    }
+}
+
+pub type Current = Arc<Mutex<Sessions>>;
 
 pub fn serve(path: &Path, current: Current) -> std::io::Result<JoinHandle<()>> {
     if path.exists() {
@@ -49,7 +80,7 @@ pub fn serve(path: &Path, current: Current) -> std::io::Result<JoinHandle<()>> {
 }
 
 fn reply(cmd: &str, current: &Current) -> String {
-    let dev = current.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let dev = current.lock().unwrap_or_else(|e| e.into_inner()).pick();
     match (cmd, dev) {
         ("ping", _) => r#"{"pong":true}"#.to_string(),
         ("stats", Some(d)) => serde_json::to_string(&d.snapshot()).unwrap_or_default(),

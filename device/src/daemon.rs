@@ -24,17 +24,24 @@ pub struct DaemonOptions {
 }
 
 pub fn run(opts: DaemonOptions) -> Result<(), String> {
-    let current: control::Current = Arc::new(Mutex::new(None));
+    let current: control::Current = Arc::new(Mutex::new(control::Sessions::default()));
     if let Some(p) = &opts.control_socket {
         control::serve(p, current.clone())
             .map_err(|e| format!("cannot listen on control socket {}: {e}", p.display()))?;
         info!("control socket at {}", p.display());
     }
+    let mut session = 0u64;
     loop {
+        session += 1;
         let dev = Arc::new(
             Device::new(opts.device.clone()).map_err(|e| format!("cannot create device: {e}"))?,
         );
-        *current.lock().unwrap_or_else(|e| e.into_inner()) = Some(dev.clone());
+        dev.session
+            .store(session, std::sync::atomic::Ordering::Relaxed);
+        current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .rotate(dev.clone());
         let backend = Arc::new(VcramBackend::new(dev.clone()));
         let mut daemon = VhostUserDaemon::new(
             "vcram-device".to_string(),
@@ -42,16 +49,18 @@ pub fn run(opts: DaemonOptions) -> Result<(), String> {
             GuestMemoryAtomic::new(GuestMemoryMmap::new()),
         )
         .map_err(|e| format!("cannot create vhost-user daemon: {e}"))?;
-        let handlers = daemon.get_epoll_handlers();
-        let h = handlers
-            .first()
-            .ok_or_else(|| "vhost-user daemon has no worker thread".to_string())?;
-        h.register_listener(
-            dev.notify.as_raw_fd(),
-            EventSet::IN,
-            u64::from(NOTIFY_EVENT),
-        )
-        .map_err(|e| format!("cannot register the notify eventfd: {e}"))?;
+        {
+            let handlers = daemon.get_epoll_handlers();
+            let h = handlers
+                .first()
+                .ok_or_else(|| "vhost-user daemon has no worker thread".to_string())?;
+            h.register_listener(
+                dev.notify.as_raw_fd(),
+                EventSet::IN,
+                u64::from(NOTIFY_EVENT),
+            )
+            .map_err(|e| format!("cannot register the notify eventfd: {e}"))?;
+        }
         let scan = scanner::spawn(dev.clone()).map_err(|e| format!("cannot start scanner: {e}"))?;
         info!("waiting for a frontend on {}", opts.socket.display());
         let res = daemon.serve(&opts.socket);
@@ -59,6 +68,10 @@ pub fn run(opts: DaemonOptions) -> Result<(), String> {
         if let Some(s) = scan {
             let _ = s.join();
         }
+        // Drop the vhost-user handler and its worker (they hold the guest memory mappings),
+        // then the device's own reference to guest memory; its statistics stay readable.
+        drop(daemon);
+        dev.disconnect();
         match res {
             Ok(()) => info!("frontend disconnected"),
             Err(vhost_user_backend::Error::CreateVhostUserListener(e)) => {

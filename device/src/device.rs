@@ -95,6 +95,10 @@ pub struct Device {
     /// Written when events are queued outside the vring thread.
     pub notify: EventFd,
     pub connected: AtomicBool,
+    /// The frontend of this instance has gone (its statistics stay readable).
+    pub ended: AtomicBool,
+    /// 1 for the first frontend connection of the daemon, 2 for the next, ...
+    pub session: std::sync::atomic::AtomicU64,
     stop: Mutex<bool>,
     stop_cv: Condvar,
 }
@@ -137,6 +141,8 @@ impl Device {
             warn: RateLimiter::new(10),
             notify: EventFd::new(EFD_NONBLOCK)?,
             connected: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
+            session: std::sync::atomic::AtomicU64::new(0),
             stop: Mutex::new(false),
             stop_cv: Condvar::new(),
         })
@@ -417,6 +423,14 @@ impl Device {
         true
     }
 
+    /// The frontend disconnected: drop the guest memory mappings (the VM's memory must not be
+    /// kept alive by the daemon); counters stay readable.
+    pub fn disconnect(&self) {
+        self.connected.store(false, Ordering::Relaxed);
+        self.ended.store(true, Ordering::Relaxed);
+        *lock(&self.mem) = None;
+    }
+
     pub fn request_stop(&self) {
         *lock(&self.stop) = true;
         self.stop_cv.notify_all();
@@ -490,6 +504,15 @@ impl Device {
         let mut s = Snapshot {
             version: env!("CARGO_PKG_VERSION").to_string(),
             connected: self.connected.load(Ordering::Relaxed),
+            frontend: if self.connected.load(Ordering::Relaxed) {
+                "connected"
+            } else if self.ended.load(Ordering::Relaxed) {
+                "disconnected (statistics of its session)"
+            } else {
+                "waiting for a connection"
+            }
+            .to_string(),
+            session: self.session.load(Ordering::Relaxed),
             window_status: ws.describe(),
             node: self.opts.node,
             zstd_level: self.opts.level,

@@ -47,6 +47,10 @@ pub fn inc(a: &AtomicU64, n: u64) {
 pub struct Snapshot {
     pub version: String,
     pub connected: bool,
+    /// "connected", "waiting for a connection", or "disconnected (...)".
+    pub frontend: String,
+    /// Frontend connection number (1, 2, ...) these statistics belong to.
+    pub session: u64,
     pub window_status: String,
     pub node: u32,
     pub window_base: u64,
@@ -232,14 +236,8 @@ pub fn render_table(s: &Snapshot) -> String {
     row(
         "device",
         format!(
-            "vcram-device {}  frontend {}  window {}",
-            s.version,
-            if s.connected {
-                "connected"
-            } else {
-                "not connected"
-            },
-            s.window_status
+            "vcram-device {}  session {}  frontend {}  window {}",
+            s.version, s.session, s.frontend, s.window_status
         ),
     );
     row(

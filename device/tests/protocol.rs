@@ -748,22 +748,34 @@ fn reconnect_gets_a_fresh_device() {
         assert_eq!(s.bad_requests, 1);
     } // frontend hangs up
     let t0 = std::time::Instant::now();
-    // the daemon re-creates the socket and a fresh device
+    // until the next frontend connects, the statistics of the last session stay readable
     let g2 = Guest::new();
     loop {
         std::thread::sleep(Duration::from_millis(50));
         let s = d.stats();
-        if !s.connected && s.window_status == "not mapped yet" {
+        if !s.connected {
+            assert_eq!(s.session, 1);
+            assert!(s.frontend.starts_with("disconnected"), "{}", s.frontend);
+            assert_eq!(s.stored_pages, 4);
+            assert_eq!(s.bad_requests, 1);
             break;
         }
         assert!(
             t0.elapsed() < Duration::from_secs(10),
-            "no fresh device: {s:?}"
+            "disconnect not seen: {s:?}"
         );
     }
+    // the daemon dropped its mappings of the old guest memory
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", d.child.id())).unwrap();
+    assert!(
+        !maps.contains("vcram-test-window"),
+        "old guest memory still mapped"
+    );
     let mut c = Conn::open(&d.socket, &g2, MemSetup::Table);
     let s = d.stats();
     assert!(s.connected);
+    assert_eq!(s.session, 2);
+    assert_eq!(s.frontend, "connected");
     assert_eq!(s.stored_pages, 0);
     assert_eq!(s.commit_requests, 0);
     assert_eq!(s.bad_requests, 0);

@@ -553,13 +553,14 @@ fn real_qemu_restart_gets_fresh_device() {
     };
     let d = Daemon::start(&["--window-base", "0x100000000", "--window-size", "256M"]);
     let page = WIN_BASE + 11 * 4096;
-    for round in 0..2 {
+    for round in 0..2u64 {
         let mut q = Qemu::start(qemu_command().unwrap(), d.dir.path(), &d.socket, "");
         let caps = pci_setup(&mut q);
         let notify = virtio_init(&mut q, &caps);
         driver_ok(&mut q, &caps);
         wait_window(&mut q, &d, caps.device);
         let s = d.stats();
+        assert_eq!(s.session, round + 1);
         assert_eq!(s.commit_requests, 0, "round {round}: device not fresh");
         assert_eq!(s.stored_pages, 0, "round {round}: device not fresh");
         q.write(page, &text_page(11));
