@@ -1,0 +1,66 @@
+#!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
+# In-guest test: the vcram PCI device goes away (sysfs PCI remove), KTAP.
+# Without pages in use the memory goes with it; with pages in use the node
+# stays (the module stays loaded, freed pages are zeroed by the CPU).
+
+KO=${VCRAM_KO:-/lib/modules/vcram/vcram.ko}
+NODE=${VCRAM_NODE:-1}
+n=0
+fails=0
+
+check() {
+	desc=$1
+	shift
+	n=$((n + 1))
+	if "$@"; then
+		echo "ok $n $desc"
+	else
+		fails=$((fails + 1))
+		echo "not ok $n $desc"
+	fi
+}
+
+pcidev() {
+	for d in /sys/bus/virtio/drivers/vcram/virtio*; do
+		[ -e "$d" ] && readlink -f "$d/.."
+	done
+}
+
+private() {
+	cat /sys/devices/system/node/has_private_memory 2>/dev/null
+}
+
+echo "KTAP version 1"
+echo "1..6"
+insmod "$KO"
+PCI=$(pcidev)
+check "bound, node $NODE private" test -n "$PCI" -a "$(private)" = "$NODE"
+
+echo 1 > "$PCI/remove"
+check "device removed without pages in use: memory gone" test -z "$(private)"
+rmmod vcram
+check "module unloads" test $? -eq 0
+
+echo 1 > /sys/bus/pci/rescan
+sleep 1
+insmod "$KO"
+PCI=$(pcidev)
+check "device back after rescan, node $NODE private again" \
+	test -n "$PCI" -a "$(private)" = "$NODE"
+
+vcram-membind "$NODE" 32 8 text >/tmp/h.out 2>&1 &
+holder=$!
+sleep 3
+echo 1 > "$PCI/remove"
+rmmod vcram 2>/dev/null
+rrc=$?
+check "device removed with pages in use: node stays, module stays" \
+	test "$(private)" = "$NODE" -a "$rrc" -ne 0
+wait "$holder"
+hrc=$?
+vcram-membind "$NODE" 16 0 random >/dev/null 2>&1
+arc=$?
+check "holder's data intact, node still usable" test "$hrc" -eq 0 -a "$arc" -eq 0
+dmesg | grep vcram | sed 's/^/# /' | tail -8
+[ "$fails" -eq 0 ]
