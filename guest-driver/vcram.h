@@ -56,6 +56,15 @@ enum vcram_stat {
 	VCRAM_NR_STATS
 };
 
+/* Recent OVERFLOW ranges, for debugfs */
+#define VCRAM_OVERFLOW_LOG	64
+
+struct vcram_overflow {
+	u64 seq;
+	u64 addr;
+	u32 npages;
+};
+
 struct vcram_commit {
 	unsigned long pfn;
 	unsigned int npages;
@@ -114,8 +123,10 @@ struct vcram {
 	bool evq_dead;
 	struct vcram_event *evbufs;
 	struct work_struct event_work;
-	struct mutex ev_lock;		/* event handling, last_seq */
+	struct mutex ev_lock;		/* event handling, last_seq, ovf */
 	u64 last_seq;
+	unsigned int nr_ovf;		/* OVERFLOW events logged in ovf */
+	struct vcram_overflow ovf[VCRAM_OVERFLOW_LOG];
 	int level;			/* pressure level last reported */
 	struct work_struct pressure_work;
 

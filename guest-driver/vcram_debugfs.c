@@ -6,11 +6,14 @@
  *                  delivered with that used length (validation included)
  *   fail_requests  the next N request completions are treated as failed
  *                  (DISCARD folios are zeroed on the CPU)
+ *   overflows      the most recent OVERFLOW events: seq, first address,
+ *                  pages (pages the device could not store)
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/debugfs.h>
 #include <linux/fs.h>
+#include <linux/seq_file.h>
 #include <linux/uaccess.h>
 
 #include "vcram.h"
@@ -36,6 +39,24 @@ static const struct file_operations vcram_inject_fops = {
 	.write = vcram_inject_write,
 };
 
+static int vcram_overflows_show(struct seq_file *m, void *v)
+{
+	struct vcram *vc = m->private;
+	unsigned int i, first;
+
+	mutex_lock(&vc->ev_lock);
+	first = vc->nr_ovf > VCRAM_OVERFLOW_LOG ?
+		vc->nr_ovf - VCRAM_OVERFLOW_LOG : 0;
+	for (i = first; i < vc->nr_ovf; i++) {
+		const struct vcram_overflow *o = &vc->ovf[i % VCRAM_OVERFLOW_LOG];
+
+		seq_printf(m, "%llu %#llx %u\n", o->seq, o->addr, o->npages);
+	}
+	mutex_unlock(&vc->ev_lock);
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(vcram_overflows);
+
 void vcram_debugfs_module_init(void)
 {
 	vcram_debugfs_root = debugfs_create_dir(KBUILD_MODNAME, NULL);
@@ -54,6 +75,8 @@ void vcram_debugfs_init(struct vcram *vc)
 			    &vcram_inject_fops);
 	debugfs_create_u32("fail_requests", 0600, vc->debugfs,
 			   &vc->fail_requests);
+	debugfs_create_file("overflows", 0444, vc->debugfs, vc,
+			    &vcram_overflows_fops);
 }
 
 void vcram_debugfs_exit(struct vcram *vc)

@@ -173,6 +173,9 @@ static void vcram_handle_event(struct vcram *vc, const struct vcram_event *ev,
 	} else {
 		vcram_count(vc, VCRAM_STAT_EVENTS_OVERFLOW, 1);
 		vcram_count(vc, VCRAM_STAT_OVERFLOW_PAGES, npages);
+		vc->ovf[vc->nr_ovf++ % VCRAM_OVERFLOW_LOG] = (struct vcram_overflow) {
+			.seq = seq, .addr = addr, .npages = npages,
+		};
 		dev_warn_ratelimited(&vc->vdev->dev,
 				     "device could not store %u pages at [%#llx-%#llx] (pfn %#llx), %llu pages unstored in total\n",
 				     npages, addr,

@@ -58,6 +58,9 @@ sed 's/^/# writer: /' /tmp/writer.out
 show
 check "high pressure paused the node" test "$(stat pauses)" -ge 1 -a "$(stat events_pressure)" -ge 2
 check "writer could not fill the node (status $wrc)" test "$wrc" -ne 0
+DBG=/sys/kernel/debug/vcram/$(basename "$(readlink -f "$VDIR/..")")
+echo "# recent overflows (seq addr pages): $(wc -l < "$DBG/overflows" 2>/dev/null)"
+head -n 3 "$DBG/overflows" 2>/dev/null | sed 's/^/#   /'
 check "overflow reported" test "$(stat events_overflow)" -ge 1
 
 wait "$holder"
