@@ -103,7 +103,7 @@ static void vcram_handle_event(struct vcram *vc, const struct vcram_event *ev,
 {
 	u32 type, level, npages, lost;
 	u64 seq, addr, cfg_seq;
-	bool resync = false;
+	bool resync = false, restart = false;
 
 	if (len != sizeof(*ev)) {
 		vcram_event_bad(vc, "length", len);
@@ -128,9 +128,7 @@ static void vcram_handle_event(struct vcram *vc, const struct vcram_event *ev,
 			vcram_event_bad(vc, "seq going back, seq", seq);
 			return;
 		}
-		dev_info(&vc->vdev->dev, "device event numbering restarted\n");
-		vc->last_seq = 0;
-		resync = true;
+		restart = true;
 	}
 
 	switch (type) {
@@ -154,6 +152,11 @@ static void vcram_handle_event(struct vcram *vc, const struct vcram_event *ev,
 	}
 
 	/* Valid: from here on it counts. */
+	if (restart) {
+		dev_info(&vc->vdev->dev, "device event numbering restarted\n");
+		vc->last_seq = 0;
+		resync = true;
+	}
 	if (vc->last_seq && seq > vc->last_seq + 1) {
 		vcram_count(vc, VCRAM_STAT_EVENTS_MISSED,
 			    seq - vc->last_seq - 1);
