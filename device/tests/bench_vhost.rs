@@ -40,39 +40,44 @@ fn discard_throughput() {
     let g = Guest::with_window(win);
     let mut c = Conn::open(&d.socket, &g, MemSetup::Table);
     for &(range_pages, per_req) in &[(1u64, 256u64), (16, 64), (512, 8)] {
-        fill_window(&g, pages);
-        commit_all(&mut c, &g, pages);
-        assert_eq!(d.stats().stored_pages, pages);
-        let pages_per_req = range_pages * per_req;
-        let nreq = pages / pages_per_req;
-        let inflight = 64u64;
-        let t0 = Instant::now();
-        let mut k = 0u64;
-        while k < nreq {
-            let batch = inflight.min(nreq - k);
-            for j in 0..batch {
-                let base = (k + j) * pages_per_req;
-                let ranges: Vec<(u64, u32)> = (0..per_req)
-                    .map(|r| (g.window_page(base + r * range_pages), range_pages as u32))
-                    .collect();
-                c.post_request(&g, VCRAM_REQ_DISCARD, &ranges);
+        // best of 3 passes over the whole window (this machine is shared: take the least
+        // disturbed pass); every pass discards pages that hold images
+        let mut best = f64::MAX;
+        for _ in 0..3 {
+            fill_window(&g, pages);
+            commit_all(&mut c, &g, pages);
+            assert_eq!(d.stats().stored_pages, pages);
+            let pages_per_req = range_pages * per_req;
+            let nreq = pages / pages_per_req;
+            let inflight = 64u64;
+            let t0 = Instant::now();
+            let mut k = 0u64;
+            while k < nreq {
+                let batch = inflight.min(nreq - k);
+                for j in 0..batch {
+                    let base = (k + j) * pages_per_req;
+                    let ranges: Vec<(u64, u32)> = (0..per_req)
+                        .map(|r| (g.window_page(base + r * range_pages), range_pages as u32))
+                        .collect();
+                    c.post_request(&g, VCRAM_REQ_DISCARD, &ranges);
+                }
+                c.rq.kick();
+                c.rq.wait_used(&g, batch as u16, T);
+                k += batch;
             }
-            c.rq.kick();
-            c.rq.wait_used(&g, batch as u16, T);
-            k += batch;
+            best = best.min(t0.elapsed().as_secs_f64());
+            let s = d.stats();
+            assert_eq!(s.stored_pages, 0);
+            assert_eq!(s.bad_requests, 0);
+            // spot-check zeroing
+            assert!(g
+                .read(g.window_page(pages / 2 + 1), 4096)
+                .iter()
+                .all(|b| *b == 0));
         }
-        let dt = t0.elapsed().as_secs_f64();
-        let s = d.stats();
-        assert_eq!(s.stored_pages, 0);
-        assert_eq!(s.bad_requests, 0);
-        // spot-check zeroing
-        assert!(g
-            .read(g.window_page(pages / 2 + 1), 4096)
-            .iter()
-            .all(|b| *b == 0));
         println!(
             "discard_pages_per_s range_pages={range_pages} ranges_per_req={per_req} {:.0}",
-            pages as f64 / dt
+            pages as f64 / best
         );
     }
 }
@@ -124,13 +129,14 @@ fn rss_after_commit() {
     println!("rss_shmem {}", proc_status(pid, "RssShmem:"));
     println!("rss_file {}", proc_status(pid, "RssFile:"));
     println!("vm_rss {}", proc_status(pid, "VmRSS:"));
-    // scanning the committed window through the daemon (unchanged pages)
-    let s0 = d.scan();
-    let s1 = d.scan();
-    println!("daemon_scan_ms {:.2}", s1.scan_ms_last.min(s0.scan_ms_last));
-    println!(
-        "daemon_scan_gbps {:.2}",
-        win as f64 / 1e9 / (s1.scan_ms_last.min(s0.scan_ms_last) / 1e3)
-    );
+    // scanning the committed window through the daemon (unchanged pages), best of 3 passes
+    let mut best_ms = f64::MAX;
+    let mut s1 = d.scan();
+    for _ in 0..3 {
+        s1 = d.scan();
+        best_ms = best_ms.min(s1.scan_ms_last);
+    }
+    println!("daemon_scan_ms {best_ms:.2}");
+    println!("daemon_scan_gbps {:.2}", win as f64 / 1e9 / (best_ms / 1e3));
     assert_eq!(s1.scan_changed_pages, 0);
 }
