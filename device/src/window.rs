@@ -226,3 +226,96 @@ unsafe fn zero_page(p: *mut u8) {
 
 /// Runs at least this long are released with MADV_REMOVE instead of memset.
 pub const PUNCH_MIN_PAGES: u64 = 64;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::mmap::MmapRegion;
+    use vm_memory::{FileOffset, GuestRegionMmap};
+
+    fn region(file: &std::fs::File, base: u64, size: usize) -> GuestRegionMmap<()> {
+        file.set_len(size as u64).unwrap();
+        let m = MmapRegion::from_file(FileOffset::new(file.try_clone().unwrap(), 0), size).unwrap();
+        GuestRegionMmap::new(m, GuestAddress(base)).unwrap()
+    }
+
+    fn mem(regions: Vec<GuestRegionMmap<()>>) -> GuestMem {
+        GuestMemoryMmap::from_regions(regions).unwrap()
+    }
+
+    #[test]
+    fn locate_by_base_file_and_size() {
+        let ram = tempfile::tempfile().unwrap();
+        let win = tempfile::NamedTempFile::new().unwrap();
+        let other = tempfile::NamedTempFile::new().unwrap();
+        let m = mem(vec![
+            region(&ram, 0, 1 << 20),
+            region(win.as_file(), 1 << 32, 8 << 20),
+        ]);
+        let by_base = WindowSpec {
+            base: Some(1 << 32),
+            ..Default::default()
+        };
+        assert_eq!(
+            locate(&m, &by_base),
+            Located::Found {
+                base: 1 << 32,
+                size: 8 << 20
+            }
+        );
+        let by_file = WindowSpec::default().with_file(win.path()).unwrap();
+        assert_eq!(
+            locate(&m, &by_file),
+            Located::Found {
+                base: 1 << 32,
+                size: 8 << 20
+            }
+        );
+        // both must agree
+        let both = WindowSpec {
+            base: Some(1 << 32),
+            ..WindowSpec::default().with_file(other.path()).unwrap()
+        };
+        assert!(matches!(locate(&m, &both), Located::Bad(m) if m.contains("not mapped from")));
+        // wrong size
+        let sized = WindowSpec {
+            base: Some(1 << 32),
+            size: Some(16 << 20),
+            ..Default::default()
+        };
+        assert!(matches!(locate(&m, &sized), Located::Bad(m) if m.contains("expected 0x1000000")));
+        // missing
+        let missing = WindowSpec {
+            base: Some(2 << 32),
+            ..Default::default()
+        };
+        assert_eq!(locate(&m, &missing), Located::Missing { regions: 2 });
+        let missing_file = WindowSpec::default().with_file(other.path()).unwrap();
+        assert_eq!(locate(&m, &missing_file), Located::Missing { regions: 2 });
+        assert!(WindowSpec::default()
+            .with_file(std::path::Path::new("/nonexistent/x"))
+            .is_err());
+    }
+
+    #[test]
+    fn window_map_pages_and_zeroing() {
+        let win = tempfile::tempfile().unwrap();
+        let gm = GuestMemoryAtomic::new(mem(vec![region(&win, 1 << 32, 1 << 20)]));
+        assert!(WindowMap::get(&gm, 1 << 33, 1 << 20).is_none());
+        assert!(WindowMap::get(&gm, 1 << 32, 2 << 20).is_none());
+        let map = WindowMap::get(&gm, 1 << 32, 1 << 20).unwrap();
+        assert_eq!(map.pages(), 256);
+        assert!(map.page(256).is_none());
+        // write through the guest view, read through the map
+        let m = gm.memory();
+        vm_memory::Bytes::write_slice(&*m, &[7u8; 8192], GuestAddress((1 << 32) + 4096)).unwrap();
+        assert_eq!(map.page(1).unwrap()[0], 7);
+        assert_eq!(map.page(2).unwrap()[4095], 7);
+        assert!(map.zero(1, 1, false));
+        assert!(map.page(1).unwrap().iter().all(|b| *b == 0));
+        assert_eq!(map.page(2).unwrap()[0], 7);
+        assert!(!map.zero(255, 2, false));
+        assert!(!map.zero(u64::MAX, 2, false));
+        assert_eq!(map.page(2).unwrap()[0], 7);
+    }
+}
