@@ -42,8 +42,10 @@ pub fn inc(a: &AtomicU64, n: u64) {
     a.fetch_add(n, Ordering::Relaxed);
 }
 
-/// Everything `vcramctl stats` shows. Serialized as one JSON object.
+/// Everything `vcramctl stats` shows. Serialized as one JSON object. Missing fields read as
+/// defaults, so a `vcramctl` of another version still shows what the daemon sends.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct Snapshot {
     pub version: String,
     pub connected: bool,
@@ -237,7 +239,16 @@ pub fn render_table(s: &Snapshot) -> String {
         "device",
         format!(
             "vcram-device {}  session {}  frontend {}  window {}",
-            s.version, s.session, s.frontend, s.window_status
+            s.version,
+            s.session,
+            if !s.frontend.is_empty() {
+                s.frontend.as_str()
+            } else if s.connected {
+                "connected"
+            } else {
+                "not connected"
+            },
+            s.window_status
         ),
     );
     row(
@@ -623,6 +634,9 @@ mod tests {
         let j = serde_json::to_string(&s).unwrap();
         let back: Snapshot = serde_json::from_str(&j).unwrap();
         assert_eq!(back, s);
+        // another version's reply: missing and unknown fields are fine
+        let old: Snapshot = serde_json::from_str(r#"{"stored_pages":3,"future":1}"#).unwrap();
+        assert_eq!(old.stored_pages, 3);
         assert_eq!(human_bytes(1536), "1.50 KiB");
     }
 }
