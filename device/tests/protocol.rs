@@ -816,3 +816,26 @@ fn bad_command_lines_fail_clearly() {
     let e = run(&["--socket", "/nonexistent/dir/x", "--window-base", "4G"]);
     assert!(e.contains("does not exist"), "{e}");
 }
+
+#[test]
+fn once_exits_after_the_frontend_leaves() {
+    let mut d = Daemon::start(&["--once"]);
+    let g = Guest::new();
+    {
+        let mut c = Conn::open(&d.socket, &g, MemSetup::Table);
+        let (_, r) = c.request(&g, VCRAM_REQ_DISCARD, &[(g.window_page(0), 1)]);
+        assert_eq!(le32(r.status), VCRAM_S_OK);
+    }
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Some(st) = d.child.try_wait().unwrap() {
+            assert!(st.success(), "{st:?}");
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "daemon still running"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
