@@ -144,8 +144,9 @@ void vcram_release_parked(struct vcram *vc)
 /* Take every free folio of the node.  Called with vc->lock held. */
 static void vcram_balloon_fill(struct vcram *vc)
 {
+	/* No reclaim; down into the min reserve, which only users share. */
 	const gfp_t gfp = (GFP_HIGHUSER_MOVABLE & ~__GFP_RECLAIM) |
-			  __GFP_NOWARN | __GFP_NOMEMALLOC;
+			  __GFP_HIGH | __GFP_NOWARN | __GFP_NOMEMALLOC;
 	unsigned int order = min_t(unsigned int, pageblock_order,
 				   MAX_PAGE_ORDER);
 	struct folio *folio;

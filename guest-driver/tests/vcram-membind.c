@@ -4,11 +4,12 @@
  * mbind(MPOL_BIND), without libnuma (which only accepts nodes in the
  * cpuset's Mems_allowed, and private nodes are never there).
  *
- *   vcram-membind NODE MIB [HOLD_SECONDS [zero|random|text [move]]]
+ *   vcram-membind NODE MIB [HOLD_SECONDS [zero|random|text [move|slow]]]
  *
  * Maps MIB MiB, binds it to NODE, writes the pattern (with "move": writes
  * it wherever the default policy puts it, then moves the pages to NODE
- * with move_pages(2)), counts the pages
+ * with move_pages(2); with "slow": pauses 20 ms after each MiB), counts
+ * the pages
  * that landed on NODE (move_pages query), holds the memory for
  * HOLD_SECONDS (0: not at all), checks the contents again and exits.
  * Prints "key=value" lines; exit status 0 only if every page was on NODE
@@ -35,10 +36,19 @@ static uint64_t next_rand(uint64_t *s)
 	return *s;
 }
 
-static void fill(unsigned char *p, size_t len, const char *pattern)
+static void fill(unsigned char *p, size_t len, const char *pattern, int slow)
 {
 	uint64_t s = 0x9e3779b97f4a7c15ull;
 	size_t i;
+
+	if (slow) {
+		for (i = 0; i < len; i += 1 << 20) {
+			fill(p + i, len - i < (1 << 20) ? len - i : 1 << 20,
+			     pattern, 0);
+			usleep(20000);
+		}
+		return;
+	}
 
 	if (!strcmp(pattern, "zero")) {
 		for (i = 0; i < len; i += 4096)
@@ -78,11 +88,11 @@ int main(int argc, char **argv)
 	unsigned char *p;
 	void **pages;
 	int *status, *nodes;
-	int move = 0;
+	int move = 0, slow = 0;
 	uint64_t sum1, sum2;
 
 	if (argc < 3) {
-		fprintf(stderr, "usage: %s NODE MIB [HOLD_SECONDS [zero|random|text]]\n",
+		fprintf(stderr, "usage: %s NODE MIB [HOLD_SECONDS [zero|random|text [move|slow]]]\n",
 			argv[0]);
 		return 2;
 	}
@@ -92,8 +102,10 @@ int main(int argc, char **argv)
 		hold = strtol(argv[3], NULL, 0);
 	if (argc > 4)
 		pattern = argv[4];
-	if (argc > 5)
+	if (argc > 5) {
 		move = !strcmp(argv[5], "move");
+		slow = !strcmp(argv[5], "slow");
+	}
 	if (node < 0 || node >= 16 * 64 || mib <= 0)
 		return 2;
 
@@ -111,7 +123,7 @@ int main(int argc, char **argv)
 		perror("mbind");
 		return 1;
 	}
-	fill(p, len, pattern);
+	fill(p, len, pattern, slow);
 	sum1 = checksum(p, len);
 
 	pages = calloc(npages, sizeof(*pages));

@@ -6,9 +6,10 @@
 # A holder keeps compressible data on the node; a writer fills the node
 # with incompressible data past the high watermark.  Expected: PRESSURE
 # events, the driver pauses the node (the writer's next allocation fails:
-# the OOM killer ends it), OVERFLOW events are logged, the holder's data
-# stays intact, and once the writer's memory is discarded the pressure
-# clears and the node is given back.
+# the OOM killer ends it; the holder is exempt), the holder's data stays
+# intact, and once the writer's memory is discarded the pressure clears
+# and the node is given back.  Then, with pausing off, a writer past the
+# capacity gets OVERFLOW events reported.
 
 KO=${VCRAM_KO:-/lib/modules/vcram/vcram.ko}
 NODE=${VCRAM_NODE:-1}
@@ -45,23 +46,39 @@ check "vcram bound" test -d "$VDIR"
 idle=$(stat physical_used)
 show
 
-vcram-membind "$NODE" 32 40 text >/tmp/holder.out 2>&1 &
+vcram-membind "$NODE" 32 60 text >/tmp/holder.out 2>&1 &
 holder=$!
+# The holder's data must survive: keep the OOM killer away from it.
+echo -1000 > /proc/$holder/oom_score_adj
 sleep 3
 cap_mb=$(($(stat physical_capacity) >> 20))
 big=$((cap_mb * 2))
-echo "# writing ${big} MiB of random data to node $NODE"
-vcram-membind "$NODE" "$big" 5 random >/tmp/writer.out 2>&1
+echo "# writing ${big} MiB of random data to node $NODE, 1 MiB per 20 ms"
+vcram-membind "$NODE" "$big" 5 random slow >/tmp/writer.out 2>&1
 wrc=$?
 echo "# writer exit status $wrc"
 sed 's/^/# writer: /' /tmp/writer.out
 show
 check "high pressure paused the node" test "$(stat pauses)" -ge 1 -a "$(stat events_pressure)" -ge 2
 check "writer could not fill the node (status $wrc)" test "$wrc" -ne 0
+# Overflow: with pausing off (pause_level=3), write past the capacity.
+i=0
+while [ "$i" -lt 15 ] && [ "$(stat paused)" != 0 ]; do
+	sleep 1
+	i=$((i + 1))
+done
+P=/sys/module/vcram/parameters/pause_level
+echo 3 > "$P"
+vcram-membind "$NODE" "$big" 4 random >/dev/null 2>&1
+orc=$?
+echo 2 > "$P"
 DBG=/sys/kernel/debug/vcram/$(basename "$(readlink -f "$VDIR/..")")
-echo "# recent overflows (seq addr pages): $(wc -l < "$DBG/overflows" 2>/dev/null)"
+echo "# writer without pausing: status $orc; recent overflows (seq addr pages): $(wc -l < "$DBG/overflows" 2>/dev/null)"
 head -n 3 "$DBG/overflows" 2>/dev/null | sed 's/^/#   /'
-check "overflow reported" test "$(stat events_overflow)" -ge 1
+show
+check "without pausing, writing past the capacity is reported as OVERFLOW" \
+	test "$orc" -eq 0 -a "$(stat events_overflow)" -ge 1 \
+	-a "$(stat overflow_pages_reported)" -ge 1
 
 wait "$holder"
 hrc=$?
