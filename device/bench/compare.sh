@@ -73,6 +73,8 @@ mib() { awk -v a="$1" 'BEGIN { printf "%.1f MiB", a / 1048576 }'; }
 
 rows=()
 scan_rows=()
+summary=$work/summary.txt   # "key value" lines for the targets table
+: > "$summary"
 for f in "$bin_tar" "$txt_tar"; do
     name=$(basename "$f")
     for l in "${levels[@]}"; do
@@ -87,6 +89,12 @@ for f in "$bin_tar" "$txt_tar"; do
         cli_mbps=$(awk -v a="$cli_mbps" -v b="$cli2_mbps" 'BEGIN { print (a > b ? a : b) }')
         lib=$(val zstd_lib_mbps "$e"); store=$(val store_mbps "$e")
         rows+=("| $name | $l | $cli_mbps | $lib | $store | $(ratio "$store" "$cli_mbps")x | $cli_ratio | $(val zstd_lib_ratio "$e") | $(pct "$(val zstd_lib_ratio "$e")" "$cli_ratio") | $(val store_ratio "$e") | $(val store_ratio_physical "$e") |")
+        {
+            echo "speed_vs_cli $(ratio "$store" "$cli_mbps")"
+            echo "ratio_diff_pct $(pct "$(val zstd_lib_ratio "$e")" "$cli_ratio" | tr -d '%+-')"
+            echo "scan_gbps $(val scan_gbps "$e")"
+            echo "meta $(val metadata_bytes_per_page "$e")"
+        } >> "$summary"
         scan_rows+=("| $name | $l | $(val scan_gbps "$e") | $(val xxh3_gbps "$e") | $(val same_pages "$e") / $(val compressed_pages "$e") / $(val raw_pages "$e") | $(val granule_overhead_pct "$e")% | $(val metadata_bytes_per_page "$e") |")
     done
 done
@@ -131,5 +139,28 @@ cargo test -q --release -p vcram-device --test bench_vhost -- \
         function print_row() { printf "| %s | %s | %.1f MiB | %.1f MiB | %+.1f MiB | %.1f MiB | %s | %s |\n", name, r, h/1048576, a/1048576, (a-h)/1048576, s/1048576, c, g }
         END { if (f != "") print_row() }
     ' "$vh"
+    echo
+    echo "Targets (worst case over the rows above):"
+    echo
+    echo "| target | measured | met |"
+    echo "| --- | --- | --- |"
+    grep '^discard_pages_per_s' "$vh" | awk '{ print "discard", $4 }' >> "$summary"
+    awk '$1 == "rss_anon" { a = $2 } $1 == "held_bytes" { h = $2 } /^file / { if (a != "") print "rss_over", (a - h) / 1048576; a = "" } END { if (a != "") print "rss_over", (a - h) / 1048576 }' "$vh" >> "$summary"
+    awk '$1 == "daemon_scan_gbps" { print "daemon_scan_gbps", $2 }' "$vh" >> "$summary"
+    awk '
+        function lo(k, v) { if (!(k in mn) || v < mn[k]) mn[k] = v }
+        function hi(k, v) { if (!(k in mx) || v > mx[k]) mx[k] = v }
+        $1 == "speed_vs_cli" { lo("speed", $2) } $1 == "ratio_diff_pct" { hi("ratio", $2) }
+        $1 == "scan_gbps" { lo("scan", $2) } $1 == "daemon_scan_gbps" { lo("dscan", $2) }
+        $1 == "meta" { hi("meta", $2) } $1 == "discard" { lo("discard", $2) } $1 == "rss_over" { hi("rss", $2) }
+        function row(t, m, ok) { printf "| %s | %s | %s |\n", t, m, ok ? "yes" : "**no**" }
+        END {
+            row("compression speed >= 0.9x zstd CLI (device store path)", sprintf("%.2fx", mn["speed"]), mn["speed"] >= 0.9)
+            row("ratio within 1% of zstd CLI", sprintf("%.2f%%", mx["ratio"]), mx["ratio"] <= 1)
+            row("scan of unchanged pages >= 4 GB/s per core (engine / daemon)", sprintf("%.2f / %.2f GB/s", mn["scan"], mn["dscan"]), mn["scan"] >= 4 && mn["dscan"] >= 4)
+            row("DISCARD >= 1 M pages/s through vhost-user", sprintf("%.2f M pages/s", mn["discard"] / 1e6), mn["discard"] >= 1e6)
+            row("metadata <= 16 B per page", sprintf("%d B", mx["meta"]), mx["meta"] <= 16)
+            row("daemon RSS <= held images + metadata + 64 MiB", sprintf("%+.1f MiB", mx["rss"]), mx["rss"] <= 64)
+        }' "$summary"
 } | tee "$work/results.md"
 log "results in $work/results.md"
