@@ -257,6 +257,11 @@ impl Store {
         }
     }
 
+    /// Bytes of arena slots holding images (for consistency checks).
+    pub fn arena_live_bytes(&self) -> u64 {
+        self.arena.live_bytes()
+    }
+
     #[inline]
     fn physical_used(&self) -> u64 {
         self.c.metadata_bytes + self.c.image_bytes
@@ -705,6 +710,113 @@ mod tests {
         let c = s.counters();
         assert_eq!(c.watermark_events, 4);
         assert_eq!((c.low_events, c.high_events, c.normal_events), (2, 1, 1));
+    }
+
+    /// Random stores, discards and scans; after each step the counters must equal what a
+    /// recount of the page table and the arena gives, and every held image must reproduce its
+    /// page.
+    #[test]
+    fn accounting_matches_a_recount_under_random_operations() {
+        let pages = 64u64;
+        let cap = pages * 16 + 8 * 4096;
+        let mut s = Store::new(cfg(pages, cap)).unwrap();
+        let mut content: Vec<Vec<u8>> = vec![vec![0u8; PAGE]; pages as usize];
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut scratch = vec![0u8; PAGE];
+        for step in 0..1500 {
+            let idx = rnd() % pages;
+            let i = idx as usize;
+            match rnd() % 5 {
+                0 | 1 => {
+                    let page = match rnd() % 4 {
+                        0 => vec![(rnd() % 3) as u8; PAGE],
+                        1 => random_page(rnd()),
+                        _ => text_page(rnd() % 50),
+                    };
+                    content[i] = page.clone();
+                    s.store_page(idx, &page).unwrap();
+                }
+                2 => {
+                    content[i] = vec![0u8; PAGE];
+                    assert!(s.discard_page(idx));
+                }
+                3 => {
+                    // a direct write found by the scanner
+                    let page = text_page(rnd() % 50);
+                    content[i] = page.clone();
+                    s.scan_page(idx, &page, &mut scratch).unwrap();
+                }
+                _ => {
+                    s.scan_page(idx, &content[i].clone(), &mut scratch).unwrap();
+                }
+            }
+            let c = s.counters();
+            let (mut stored, mut same, mut zero, mut comp, mut raw, mut over) = (0, 0, 0, 0, 0, 0);
+            let (mut bytes, mut rounded_bytes) = (0u64, 0u64);
+            for p in 0..pages {
+                let (st, size) = s.state(p).unwrap();
+                match st {
+                    PageState::Empty => {}
+                    PageState::Same => {
+                        stored += 1;
+                        same += 1;
+                        if content[p as usize].iter().all(|b| *b == 0) {
+                            zero += 1;
+                        }
+                    }
+                    PageState::Compressed => {
+                        stored += 1;
+                        comp += 1;
+                        bytes += size as u64;
+                        rounded_bytes += rounded(size) as u64;
+                    }
+                    PageState::Raw => {
+                        stored += 1;
+                        raw += 1;
+                        bytes += 4096;
+                        rounded_bytes += 4096;
+                    }
+                    PageState::Overflow => over += 1,
+                }
+                if st != PageState::Overflow && step % 10 == 0 {
+                    assert!(
+                        s.image(p).unwrap() == content[p as usize],
+                        "step {step}: page {p} ({st:?}) does not reproduce"
+                    );
+                }
+            }
+            assert_eq!(
+                (
+                    c.stored_pages,
+                    c.same_pages,
+                    c.zero_pages,
+                    c.compressed_pages,
+                    c.raw_pages
+                ),
+                (stored, same, zero, comp, raw),
+                "step {step}"
+            );
+            assert_eq!(c.overflow_pages, over, "step {step}");
+            assert_eq!(c.compressed_bytes, bytes, "step {step}");
+            assert_eq!(c.image_bytes, rounded_bytes, "step {step}");
+            assert_eq!(s.arena_live_bytes(), rounded_bytes, "step {step}");
+            assert_eq!(
+                c.physical_used,
+                c.metadata_bytes + rounded_bytes,
+                "step {step}"
+            );
+            assert!(c.physical_used <= cap, "step {step}");
+            assert!(c.max_physical_used >= c.physical_used);
+        }
+        let c = s.counters();
+        assert!(c.overflow_pages_total > 0, "the run never hit the capacity");
+        assert!(c.watermark_events > 0);
     }
 
     #[test]
