@@ -37,6 +37,7 @@ static bool vcram_free_folio(struct node_private *np, struct folio *folio,
 {
 	struct vcram *vc = np_to_vcram(np);
 	unsigned long nr = 1UL << order;
+	unsigned int batch;
 
 	if (unlikely(folio_nid(folio) != vc->nid || order > MAX_PAGE_ORDER)) {
 		vcram_count(vc, VCRAM_STAT_FOREIGN, 1);
@@ -47,10 +48,9 @@ static bool vcram_free_folio(struct node_private *np, struct folio *folio,
 	vcram_count(vc, VCRAM_STAT_PAGES_DEFERRED, nr);
 	atomic_long_add(nr, &vc->pages_pending);
 	llist_add((struct llist_node *)&folio->lru, &vc->freed);
-	if (atomic_inc_return(&vc->freed_nr) >= READ_ONCE(vcram_batch_ranges))
-		vcram_req_kick_flush(vc, true);
-	else
-		vcram_req_kick_flush(vc, false);
+	/* Flush at once every batch_ranges folios, else after the interval. */
+	batch = max(READ_ONCE(vcram_batch_ranges), 1U);
+	vcram_req_kick_flush(vc, !(atomic_inc_return(&vc->freed_nr) % batch));
 	return true;
 }
 
