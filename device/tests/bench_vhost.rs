@@ -139,4 +139,11 @@ fn rss_after_commit() {
     println!("daemon_scan_ms {best_ms:.2}");
     println!("daemon_scan_gbps {:.2}", win as f64 / 1e9 / (best_ms / 1e3));
     assert_eq!(s1.scan_changed_pages, 0);
+    // the guest frees everything: the daemon's own memory must follow
+    let (_, r) = c.request(&g, VCRAM_REQ_DISCARD, &[(g.window_page(0), pages as u32)]);
+    assert_eq!(u32::from(r.status), VCRAM_S_OK);
+    let s = d.stats();
+    assert_eq!(s.stored_pages, 0);
+    println!("held_after_discard {}", s.image_bytes + s.metadata_bytes);
+    println!("rss_anon_after_discard {}", proc_status(pid, "RssAnon:"));
 }

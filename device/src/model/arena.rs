@@ -1,8 +1,12 @@
 //! Image arena: compressed page images live in size classes of `GRANULE`-byte steps
-//! (64, 128, ..., 4096 bytes). Each class is a list of 256 KiB chunks cut into equal slots;
-//! freed slots form an intrusive free list (the next-free index is kept in the slot itself),
-//! so the arena needs no per-image metadata besides the 32-bit slot index kept in the page
-//! table. Chunk memory is allocated zeroed (lazily backed by the OS) and only grows.
+//! (64, 128, ..., 4096 bytes). Each class is a list of 256 KiB chunks cut into equal slots.
+//! Every chunk keeps its own intrusive free list (the next free slot's index is written in the
+//! freed slot itself), so the arena needs no per-image metadata besides the 32-bit slot index
+//! kept in the page table. Chunks are anonymous mappings, backed lazily by the OS, and a chunk
+//! whose last image goes away is unmapped: the daemon's memory follows what it holds, also
+//! after the guest frees a lot.
+
+use std::ptr::NonNull;
 
 use crate::protocol::VCRAM_PAGE_SIZE;
 
@@ -26,13 +30,72 @@ pub fn class_of(size: usize) -> usize {
         .min(NUM_CLASSES - 1)
 }
 
+/// An anonymous private mapping, unmapped on drop.
+struct ChunkMem {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is owned exclusively by this value; access goes through &self/&mut self.
+unsafe impl Send for ChunkMem {}
+
+impl ChunkMem {
+    fn new(len: usize) -> Option<ChunkMem> {
+        // SAFETY: a fresh anonymous mapping; the result is checked.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return None;
+        }
+        Some(ChunkMem {
+            ptr: NonNull::new(p as *mut u8)?,
+            len,
+        })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: ptr..ptr+len is our mapping, alive as long as self.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as above, and &mut self gives exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for ChunkMem {
+    fn drop(&mut self) {
+        // SAFETY: unmapping our own mapping exactly once.
+        unsafe { libc::munmap(self.ptr.as_ptr() as *mut libc::c_void, self.len) };
+    }
+}
+
+#[derive(Default)]
+struct Chunk {
+    mem: Option<ChunkMem>,
+    /// Local index of the first free slot (freed before), or NONE.
+    free_head: u32,
+    /// Slots never handed out start here.
+    next_unused: u32,
+    live: u32,
+    in_partial: bool,
+}
+
 struct Class {
     slot_size: usize,
     per_chunk: u32,
-    chunks: Vec<Box<[u8]>>,
-    free_head: u32,
-    /// Slots handed out at least once (free ones included).
-    high: u32,
+    chunks: Vec<Chunk>,
+    /// Chunks with room (not full), as a stack; allocation takes from the top.
+    partial: Vec<u32>,
     live: u64,
 }
 
@@ -42,64 +105,122 @@ impl Class {
             slot_size,
             per_chunk: (CHUNK_BYTES / slot_size) as u32,
             chunks: Vec::new(),
-            free_head: NONE,
-            high: 0,
+            partial: Vec::new(),
             live: 0,
         }
     }
 
-    fn locate(&self, slot: u32) -> Option<(usize, usize)> {
-        let chunk = (slot / self.per_chunk) as usize;
-        let off = (slot % self.per_chunk) as usize * self.slot_size;
-        if chunk < self.chunks.len() {
-            Some((chunk, off))
-        } else {
-            None
-        }
+    fn split(&self, slot: u32) -> (usize, usize) {
+        (
+            (slot / self.per_chunk) as usize,
+            (slot % self.per_chunk) as usize,
+        )
     }
 
     fn slot_mut(&mut self, slot: u32) -> Option<&mut [u8]> {
-        let (c, off) = self.locate(slot)?;
+        let (c, i) = self.split(slot);
         let size = self.slot_size;
-        self.chunks.get_mut(c)?.get_mut(off..off + size)
+        let off = i * size;
+        self.chunks
+            .get_mut(c)?
+            .mem
+            .as_mut()?
+            .bytes_mut()
+            .get_mut(off..off + size)
     }
 
     fn slot(&self, slot: u32) -> Option<&[u8]> {
-        let (c, off) = self.locate(slot)?;
-        self.chunks.get(c)?.get(off..off + self.slot_size)
+        let (c, i) = self.split(slot);
+        let off = i * self.slot_size;
+        self.chunks
+            .get(c)?
+            .mem
+            .as_ref()?
+            .bytes()
+            .get(off..off + self.slot_size)
     }
 
     fn alloc(&mut self) -> Option<u32> {
-        if self.free_head != NONE {
-            let slot = self.free_head;
-            let next = {
-                let s = self.slot(slot)?;
-                u32::from_le_bytes([s[0], s[1], s[2], s[3]])
+        loop {
+            let Some(&ci) = self.partial.last() else {
+                let ci = u32::try_from(self.chunks.len()).ok()?;
+                if (ci as u64 + 1) * self.per_chunk as u64 >= NONE as u64 {
+                    return None;
+                }
+                self.chunks.push(Chunk {
+                    free_head: NONE,
+                    in_partial: true,
+                    ..Default::default()
+                });
+                self.partial.push(ci);
+                continue;
             };
-            self.free_head = next;
+            let per_chunk = self.per_chunk;
+            let bytes = per_chunk as usize * self.slot_size;
+            let slot_size = self.slot_size;
+            let ch = self.chunks.get_mut(ci as usize)?;
+            if ch.mem.is_none() {
+                ch.mem = Some(ChunkMem::new(bytes)?);
+                ch.free_head = NONE;
+                ch.next_unused = 0;
+                ch.live = 0;
+            }
+            let local = if ch.free_head != NONE {
+                let local = ch.free_head;
+                let off = local as usize * slot_size;
+                let link = ch.mem.as_ref()?.bytes().get(off..off + 4)?;
+                ch.free_head = u32::from_le_bytes([link[0], link[1], link[2], link[3]]);
+                local
+            } else if ch.next_unused < per_chunk {
+                ch.next_unused += 1;
+                ch.next_unused - 1
+            } else {
+                // full (should not be on the stack): drop it from there and look again
+                ch.in_partial = false;
+                self.partial.pop();
+                continue;
+            };
+            ch.live += 1;
+            if ch.live == per_chunk {
+                ch.in_partial = false;
+                self.partial.pop();
+            }
             self.live += 1;
-            return Some(slot);
+            return Some(ci * per_chunk + local);
         }
-        if self.high == NONE - 1 {
-            return None;
-        }
-        let slot = self.high;
-        if slot / self.per_chunk >= self.chunks.len() as u32 {
-            self.chunks
-                .push(vec![0u8; self.per_chunk as usize * self.slot_size].into_boxed_slice());
-        }
-        self.high += 1;
-        self.live += 1;
-        Some(slot)
     }
 
     fn free(&mut self, slot: u32) {
-        let head = self.free_head;
-        if let Some(s) = self.slot_mut(slot) {
-            s[..4].copy_from_slice(&head.to_le_bytes());
-            self.free_head = slot;
-            self.live = self.live.saturating_sub(1);
+        let (c, i) = self.split(slot);
+        let size = self.slot_size;
+        let Some(ch) = self.chunks.get_mut(c) else {
+            return;
+        };
+        let Some(mem) = ch.mem.as_mut() else {
+            return;
+        };
+        let off = i * size;
+        let Some(link) = mem.bytes_mut().get_mut(off..off + 4) else {
+            return;
+        };
+        link.copy_from_slice(&ch.free_head.to_le_bytes());
+        ch.free_head = i as u32;
+        ch.live = ch.live.saturating_sub(1);
+        self.live = self.live.saturating_sub(1);
+        if ch.live == 0 {
+            // give the memory back; the chunk stays (empty) for reuse
+            ch.mem = None;
+            ch.free_head = NONE;
+            ch.next_unused = 0;
         }
+        if !ch.in_partial {
+            ch.in_partial = true;
+            self.partial.push(c as u32);
+        }
+    }
+
+    fn mapped_chunks(&self) -> usize {
+        self.chunks.iter().filter(|c| c.mem.is_some()).count()
     }
 }
 
@@ -146,11 +267,11 @@ impl Arena {
         class.slot(slot)?.get(..size)
     }
 
-    /// Bytes of chunk memory allocated (the arena's footprint).
+    /// Bytes of chunk memory mapped (the arena's footprint).
     pub fn reserved_bytes(&self) -> u64 {
         self.classes
             .iter()
-            .map(|c| (c.chunks.len() * c.per_chunk as usize * c.slot_size) as u64)
+            .map(|c| (c.mapped_chunks() * c.per_chunk as usize * c.slot_size) as u64)
             .sum()
     }
 
@@ -206,5 +327,48 @@ mod tests {
             assert_eq!(a.get(4096, *s).unwrap()[4095], i as u8);
         }
         assert_eq!(a.reserved_bytes(), 4 * CHUNK_BYTES as u64);
+        // free everything: all chunks are unmapped
+        for s in &slots {
+            a.release(4096, *s);
+        }
+        assert_eq!(a.reserved_bytes(), 0);
+        assert_eq!(a.live_bytes(), 0);
+        // and reused
+        let s = a.store(&[5u8; 4096]).unwrap();
+        assert_eq!(a.get(4096, s).unwrap()[0], 5);
+        assert_eq!(a.reserved_bytes(), CHUNK_BYTES as u64);
+    }
+
+    #[test]
+    fn churn_keeps_images_intact_and_returns_memory() {
+        let mut a = Arena::new();
+        let per = CHUNK_BYTES / 128;
+        let mut x = 0x1234_5678u64;
+        let mut live: Vec<(u32, u8)> = Vec::new();
+        for round in 0..20_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if live.len() < 3 * per && (!x.is_multiple_of(3) || live.is_empty()) {
+                let b = (round % 251) as u8;
+                let s = a.store(&[b; 100]).unwrap();
+                assert!(!live.iter().any(|l| l.0 == s), "slot handed out twice");
+                live.push((s, b));
+            } else {
+                let k = (x as usize) % live.len();
+                let (s, _) = live.swap_remove(k);
+                a.release(100, s);
+            }
+            if round % 997 == 0 {
+                for (s, b) in &live {
+                    assert_eq!(a.get(100, *s).unwrap(), &[*b; 100][..]);
+                }
+            }
+        }
+        assert_eq!(a.live_bytes(), live.len() as u64 * 128);
+        for (s, _) in live.drain(..) {
+            a.release(100, s);
+        }
+        assert_eq!(a.reserved_bytes(), 0);
     }
 }
