@@ -316,12 +316,13 @@ impl Device {
 
     /// Run a validated request against the window.
     pub fn execute(&self, req: &request::Request, map: &WindowMap) -> VcramResp {
+        /// COMMIT releases the store lock this often (pages), so scans and other readers of
+        /// the store are not held up behind a large request.
+        const COMMIT_LOCK_PAGES: u32 = 128;
         let mut guard = lock(&self.store);
-        let Some(store) = guard.as_mut() else {
-            return VcramResp::new(VCRAM_S_NO_WINDOW, VCRAM_NO_RANGE, 0, 0);
-        };
-        if store.pages() != map.pages() {
-            return VcramResp::new(VCRAM_S_NO_WINDOW, VCRAM_NO_RANGE, 0, 0);
+        match guard.as_ref() {
+            Some(st) if st.pages() == map.pages() => {}
+            _ => return VcramResp::new(VCRAM_S_NO_WINDOW, VCRAM_NO_RANGE, 0, 0),
         }
         let mut done = 0u64;
         let mut overflowed = 0u64;
@@ -329,20 +330,36 @@ impl Device {
         match req.kind {
             Kind::Discard => {
                 stats::inc(&self.dc.discard_requests, 1);
-                for &(first, n) in &req.ranges {
-                    if !map.zero(first, n, self.opts.punch_holes) || !store.discard_range(first, n)
-                    {
-                        status = VCRAM_S_DEVICE_ERROR;
-                        break;
+                if let Some(store) = guard.as_mut() {
+                    for &(first, n) in &req.ranges {
+                        if !map.zero(first, n, self.opts.punch_holes)
+                            || !store.discard_range(first, n)
+                        {
+                            status = VCRAM_S_DEVICE_ERROR;
+                            break;
+                        }
+                        done += n;
                     }
-                    done += n;
                 }
             }
             Kind::Commit => {
                 stats::inc(&self.dc.commit_requests, 1);
                 let mut scratch = vec![0u8; VCRAM_PAGE_SIZE as usize];
+                let mut since_unlock = 0u32;
                 'outer: for &(first, n) in &req.ranges {
                     for idx in first..first.saturating_add(n) {
+                        if since_unlock == COMMIT_LOCK_PAGES {
+                            since_unlock = 0;
+                            if let Some(st) = guard.as_mut() {
+                                self.after_op(st);
+                            }
+                            drop(guard);
+                            guard = lock(&self.store);
+                        }
+                        let Some(store) = guard.as_mut() else {
+                            status = VCRAM_S_DEVICE_ERROR;
+                            break 'outer;
+                        };
                         let Some(live) = map.page(idx) else {
                             status = VCRAM_S_DEVICE_ERROR;
                             break 'outer;
@@ -356,17 +373,20 @@ impl Device {
                                 break 'outer;
                             }
                         }
+                        store.counters_mut().commit_pages += 1;
                         done += 1;
+                        since_unlock += 1;
                     }
                 }
-                store.counters_mut().commit_pages += done;
             }
         }
         if status != VCRAM_S_OK {
             stats::inc(&self.dc.device_errors, 1);
             error!("internal error executing a {:?} request", req.kind);
         }
-        self.after_op(store);
+        if let Some(st) = guard.as_mut() {
+            self.after_op(st);
+        }
         VcramResp::new(status, VCRAM_NO_RANGE, done, overflowed)
     }
 
