@@ -2,7 +2,7 @@
 /*
  * vcram-membind: put anonymous memory on one NUMA node with
  * mbind(MPOL_BIND), without libnuma (which only accepts nodes in the
- * cpuset's Mems_allowed, and private nodes are never there).
+ * cpuset's Mems_allowed), and check placement and contents.
  *
  *   vcram-membind NODE MIB [HOLD_SECONDS [zero|random|text [move|slow]]]
  *
