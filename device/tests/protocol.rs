@@ -844,8 +844,15 @@ fn once_exits_after_the_frontend_leaves() {
 /// deadlocks, every request completes, and the final state is consistent with memory.
 #[test]
 fn concurrent_scans_requests_and_config_reads() {
-    let d = Daemon::start(&["--scan-interval-ms", "1", "--physical-size", "8M"]);
-    let g = Guest::new();
+    let d = Daemon::start(&[
+        "--scan-interval-ms",
+        "1",
+        "--physical-size",
+        "1M",
+        "--window-size",
+        "8M",
+    ]);
+    let g = Guest::with_window(8 << 20);
     let mut c = Conn::open(&d.socket, &g, MemSetup::Table);
     let ctl = d.control.clone();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
