@@ -216,7 +216,7 @@ static void vcram_free(struct vcram *vc)
 static int vcram_probe(struct virtio_device *vdev)
 {
 	struct vcram *vc;
-	u32 level;
+	u32 level, granule;
 	int ret;
 
 	vcram_proto_check_layout();
@@ -275,6 +275,11 @@ static int vcram_probe(struct virtio_device *vdev)
 
 	virtio_cread_le(vdev, struct vcram_config, pressure_level, &level);
 	WRITE_ONCE(vc->level, min_t(u32, level, VCRAM_LEVEL_HIGH));
+	virtio_cread_le(vdev, struct vcram_config, granule, &granule);
+	if (granule == U32_MAX)
+		dev_warn(&vdev->dev,
+			 "config space shorter than %zu bytes: device counters read as all ones\n",
+			 sizeof(struct vcram_config));
 
 	mutex_lock(&vc->lock);
 	ret = vcram_mem_add(vc);
