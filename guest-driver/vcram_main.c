@@ -90,9 +90,11 @@ static int vcram_check_identity(struct vcram *vc)
 	vc->version_minor = minor;
 
 	virtio_cread_le(vdev, struct vcram_config, page_size, &page_size);
-	if (page_size != VCRAM_PAGE_SIZE || page_size != PAGE_SIZE) {
-		dev_err(dev, "device page size %u is not %lu\n", page_size,
-			PAGE_SIZE);
+	/* Protocol 1.0 pages are 4 KiB, as the kernel's must be. */
+	BUILD_BUG_ON(PAGE_SIZE != VCRAM_PAGE_SIZE);
+	if (page_size != VCRAM_PAGE_SIZE) {
+		dev_err(dev, "device page size %u is not %u\n", page_size,
+			VCRAM_PAGE_SIZE);
 		return -ENODEV;
 	}
 	virtio_cread_le(vdev, struct vcram_config, event_size, &event_size);
