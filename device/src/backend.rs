@@ -309,3 +309,45 @@ impl VcramBackend {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::DeviceOptions;
+
+    #[test]
+    fn config_reads_any_window_of_the_256_bytes() {
+        let dev = Arc::new(Device::new(DeviceOptions::default()).unwrap());
+        let b = VcramBackend::new(dev);
+        let full = b.get_config(0, 256);
+        assert_eq!(full.len(), 256);
+        assert_eq!(&full[0..4], b"VCRM");
+        assert_eq!(b.get_config(4, 8), full[4..12].to_vec());
+        assert_eq!(b.get_config(0, 64), full[..64].to_vec());
+        assert!(full[VCRAM_CONFIG_SIZE..].iter().all(|x| *x == 0));
+        // beyond the config space: an empty answer (the frontend sees an error)
+        assert!(b.get_config(250, 10).is_empty());
+        assert!(b.get_config(u32::MAX, 4).is_empty());
+        // writes are ignored
+        b.set_config(0, &[0xff; 8]).unwrap();
+        assert_eq!(&b.get_config(0, 4)[..], b"VCRM");
+    }
+
+    #[test]
+    fn features_and_protocol_features() {
+        let dev = Arc::new(Device::new(DeviceOptions::default()).unwrap());
+        let b = VcramBackend::new(dev.clone());
+        assert!(!dev.connected.load(Ordering::Relaxed));
+        let f = b.features();
+        assert!(dev.connected.load(Ordering::Relaxed));
+        assert_ne!(f & (1 << VIRTIO_F_VERSION_1), 0);
+        assert_ne!(f & (1 << VIRTIO_RING_F_EVENT_IDX), 0);
+        assert_ne!(f & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits(), 0);
+        let pf = b.protocol_features();
+        assert!(pf.contains(VhostUserProtocolFeatures::CONFIG));
+        assert!(pf.contains(VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS));
+        assert!(pf.contains(VhostUserProtocolFeatures::MQ));
+        assert_eq!(b.num_queues(), 2);
+        assert_eq!(b.max_queue_size(), 1024);
+    }
+}
