@@ -134,6 +134,8 @@ pub struct Run {
     /// What the launcher printed (its `vcram-launch:` lines and errors).
     pub launcher: String,
     pub elapsed: Duration,
+    /// Where the launch kept its sockets and logs (removed once done).
+    pub run_dir: PathBuf,
 }
 
 impl Run {
@@ -143,6 +145,7 @@ impl Run {
             serial: fs::read_to_string(dir.join("serial.log")).unwrap_or_default(),
             launcher: fs::read_to_string(dir.join("launch.log")).unwrap_or_default(),
             elapsed,
+            run_dir: dir.to_path_buf(),
         }
     }
 

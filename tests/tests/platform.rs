@@ -112,10 +112,10 @@ fn timeout_stops_the_guest_and_leaves_no_process() {
         "{}",
         run.transcript()
     );
-    // The launcher's QEMU ran with a command line naming its run dir, which
-    // is gone now; no QEMU with a vcram-e2e run dir may be left.
+    // QEMU's command line names the launch's run dir (its QMP socket): no
+    // process may be left that names it.
     let out = Command::new("pgrep")
-        .args(["-f", &format!("vcram-e2e-{}-", std::process::id())])
+        .args(["-f", &format!("{}/qmp.sock", run.run_dir.display())])
         .output()
         .expect("pgrep");
     assert!(
