@@ -11,7 +11,7 @@
 KO=${VCRAM_KO:-/lib/modules/vcram/vcram.ko}
 NODE=${VCRAM_NODE:-1}
 MB=${VCRAM_MB:-64}
-NTESTS=19
+NTESTS=20
 n=0
 fails=0
 
@@ -209,6 +209,28 @@ fi
 # 15: freed pages read back as zero when allocated again
 out=$(vcram-membind "$NODE" 16 0 zero 2>&1)
 check "memory allocated again on node $NODE works" test $? -eq 0
+
+# THP: 2 MiB folios on the node are freed and discarded as order-9 folios
+THP=/sys/kernel/mm/transparent_hugepage/enabled
+if [ -w "$THP" ]; then
+	thp_old=$(sed 's/.*\[\(.*\)\].*/\1/' "$THP")
+	echo always > "$THP"
+	d0=$(stat discard_pages)
+	vcram-membind "$NODE" 32 3 text >/dev/null 2>&1 &
+	thp_pid=$!
+	sleep 2
+	huge=$(node_mem_kb AnonHugePages)
+	wait "$thp_pid"
+	thp_rc=$?
+	sleep 1
+	echo "$thp_old" > "$THP"
+	echo "# AnonHugePages on node $NODE: ${huge} kB; discard_pages $d0 -> $(stat discard_pages)"
+	check "THP on node $NODE: huge folios placed, freed and discarded" \
+		test "$thp_rc" -eq 0 -a "${huge:-0}" -gt 0 \
+		-a "$(stat discard_pages)" -ge $((d0 + 8192)) -a "$(stat pages_pending)" -eq 0
+else
+	skip "THP on node $NODE: huge folios placed, freed and discarded" "no THP"
+fi
 
 # 16: no sysfs unbind (the memory may not be removable)
 check "sysfs unbind is not offered" test ! -e /sys/bus/virtio/drivers/vcram/unbind
