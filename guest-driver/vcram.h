@@ -13,6 +13,7 @@
 
 #include <linux/atomic.h>
 #include <linux/llist.h>
+#include <linux/memory-tiers.h>
 #include <linux/list.h>
 #include <linux/mutex.h>
 #include <linux/node_private.h>
@@ -23,6 +24,9 @@
 #include <linux/workqueue.h>
 
 #include "vcram_proto.h"
+
+/* Compressed memory is slower than DRAM: a lower tier, as dax/kmem's */
+#define VCRAM_DEFAULT_ADISTANCE	(MEMTIER_ADISTANCE_DRAM * 5)
 
 /* Event buffers kept posted on the eventq (PROTOCOL.md asks for >= 16) */
 #define VCRAM_NR_EVBUFS		64
@@ -85,6 +89,7 @@ struct vcram {
 
 	/* Memory: the private node registration and its state */
 	struct node_private np;
+	struct memory_dev_type *mtype;	/* while added, if adistance set */
 	struct mutex lock;		/* added, paused, balloon */
 	bool added;
 	bool orphaned;			/* device gone, memory still added */
@@ -139,6 +144,7 @@ struct vcram {
 
 /* Module parameters (vcram_main.c) */
 extern unsigned long vcram_caps;
+extern int vcram_adistance;
 extern unsigned int vcram_flush_interval_ms;
 extern unsigned int vcram_batch_ranges;
 extern unsigned int vcram_pause_level;

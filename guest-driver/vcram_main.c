@@ -31,6 +31,11 @@ module_param_named(caps, vcram_caps, ulong, 0644);
 MODULE_PARM_DESC(caps,
 		 "Private node capabilities: 1 mempolicy, 2 user migrate, 4 tiering (needs 8), 8 reclaim (default 3); used when the memory is added");
 
+int vcram_adistance = VCRAM_DEFAULT_ADISTANCE;
+module_param_named(adistance, vcram_adistance, int, 0644);
+MODULE_PARM_DESC(adistance,
+		 "Abstract distance of the node's memory type (memory tiering; default 5x DRAM, as dax/kmem; 0: the kernel's default)");
+
 unsigned int vcram_flush_interval_ms = 10;
 module_param_named(flush_interval_ms, vcram_flush_interval_ms, uint, 0644);
 MODULE_PARM_DESC(flush_interval_ms,

@@ -246,6 +246,15 @@ void vcram_mem_orphan(struct vcram *vc)
 	mutex_unlock(&vc->lock);
 }
 
+static void vcram_put_mtype(struct vcram *vc)
+{
+	if (!vc->mtype)
+		return;
+	clear_node_memory_type(vc->nid, vc->mtype);
+	put_memory_type(vc->mtype);
+	vc->mtype = NULL;
+}
+
 /* Add the window as private memory.  Called with vc->lock held. */
 int vcram_mem_add(struct vcram *vc)
 {
@@ -268,6 +277,16 @@ int vcram_mem_add(struct vcram *vc)
 		return -EINVAL;
 	}
 	vc->np.ops = &vcram_np_ops;
+	/* The node's tier must be known before its memory comes online. */
+	if (READ_ONCE(vcram_adistance) > 0) {
+		vc->mtype = alloc_memory_type(READ_ONCE(vcram_adistance));
+		if (IS_ERR(vc->mtype)) {
+			ret = PTR_ERR(vc->mtype);
+			vc->mtype = NULL;
+			return ret;
+		}
+		init_node_memory_type(vc->nid, vc->mtype);
+	}
 	ret = add_private_memory_driver_managed(vc->nid, vc->base, vc->size,
 						"System RAM (vcram)", MHP_NONE,
 						&vc->np);
@@ -275,13 +294,15 @@ int vcram_mem_add(struct vcram *vc)
 		dev_err(dev, "adding [%#llx-%#llx] to node %d as private memory (caps %#lx) failed: %d\n",
 			vc->base, vcram_window_end(vc) - 1, vc->nid,
 			vc->np.caps, ret);
+		vcram_put_mtype(vc);
 		return ret;
 	}
 	vc->added = true;
 	/* The node's callbacks live in this module: stay until removed. */
 	__module_get(THIS_MODULE);
-	dev_info(dev, "node %d: %llu MiB of private memory at %#llx, caps %#lx\n",
-		 vc->nid, vc->size >> 20, vc->base, vc->np.caps);
+	dev_info(dev, "node %d: %llu MiB of private memory at %#llx, caps %#lx, adistance %d\n",
+		 vc->nid, vc->size >> 20, vc->base, vc->np.caps,
+		 vc->mtype ? vc->mtype->adistance : 0);
 	return 0;
 }
 
@@ -314,6 +335,7 @@ int vcram_mem_remove(struct vcram *vc)
 		return ret;
 	}
 	vc->added = false;
+	vcram_put_mtype(vc);
 	mutex_unlock(&vc->lock);
 	dev_info(dev, "node %d: private memory removed\n", vc->nid);
 	module_put(THIS_MODULE);

@@ -1,0 +1,67 @@
+#!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
+# In-guest test of vcram.ko as a demotion target (caps TIERING|RECLAIM),
+# KTAP output.  Needs a guest whose node 0 is small enough that writing
+# VCRAM_MB (default 400) MiB there makes reclaim demote (512 MiB guests).
+
+KO=${VCRAM_KO:-/lib/modules/vcram/vcram.ko}
+NODE=${VCRAM_NODE:-1}
+MB=${VCRAM_MB:-400}
+n=0
+fails=0
+
+check() {
+	desc=$1
+	shift
+	n=$((n + 1))
+	if "$@"; then
+		echo "ok $n $desc"
+	else
+		fails=$((fails + 1))
+		echo "not ok $n $desc"
+	fi
+}
+
+stat() {
+	cat "$VDIR/$1" 2>/dev/null || echo -1
+}
+
+tier_of() {
+	for t in /sys/devices/virtual/memory_tiering/memory_tier*; do
+		[ -r "$t/nodelist" ] || continue
+		case ",$(cat "$t/nodelist")," in
+		*",$1,"* | *",$1-"* | *"-$1,"*) basename "$t" ;;
+		esac
+	done
+}
+
+echo "KTAP version 1"
+echo "1..4"
+insmod "$KO" caps=15
+for d in /sys/bus/virtio/drivers/vcram/virtio*; do
+	[ -e "$d" ] && VDIR=$d/vcram
+done
+check "bound with caps tiering|reclaim" test "$(stat caps)" = 0xf
+
+t0=$(tier_of 0)
+t1=$(tier_of "$NODE")
+echo "# node 0 in ${t0:-none}, node $NODE in ${t1:-none}"
+check "node $NODE is in a lower memory tier than node 0" \
+	test -n "$t1" -a -n "$t0" -a "$t1" != "$t0"
+
+echo 1 > /sys/kernel/mm/numa/demotion_enabled
+d0=$(awk '/^pgdemote_/ { s += $2 } END { print s + 0 }' /proc/vmstat)
+vcram-membind 0 "$MB" 2 text >/dev/null 2>&1
+d1=$(awk '/^pgdemote_/ { s += $2 } END { print s + 0 }' /proc/vmstat)
+sleep 1
+echo "# pgdemote $d0 -> $d1, migrate_in $(stat migrate_in), commit_pages $(stat commit_pages), commits_dropped $(stat commits_dropped)"
+check "reclaim demotes to node $NODE and the driver COMMITs the pages" \
+	test "$d1" -gt "$d0" -a "$(stat migrate_in)" -gt 0 -a "$(stat commit_pages)" -gt 0
+echo 0 > /sys/kernel/mm/numa/demotion_enabled
+
+sleep 1
+echo 0 > "$VDIR/online"
+r1=$?
+rmmod vcram
+check "remove and unload" test "$r1" -eq 0 -a $? -eq 0
+[ "$fails" -eq 0 ]
