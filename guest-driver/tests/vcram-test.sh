@@ -61,6 +61,8 @@ le() {
 
 # A 48-byte event record: ev <type> <level> <seq> <addr> <npages>
 ev() {
+	# the format is the escapes le() built
+	# shellcheck disable=SC2059
 	printf "$(le 4 "$1")$(le 4 "$2")$(le 8 "$3")$(le 8 0)$(le 8 "$4")$(le 4 "$5")$(le 4 0)$(le 8 0)"
 }
 
@@ -137,6 +139,8 @@ echo "# device: stored_pages $(stat stored_pages) same_pages $(stat same_pages) 
 
 # 8: removal with pages in use fails, rmmod fails
 echo 0 > "$VDIR/online" 2>/dev/null
+# the status of the write to sysfs is the point
+# shellcheck disable=SC2320
 r1=$?
 rmmod vcram 2>/dev/null
 r2=$?
@@ -237,6 +241,8 @@ check "sysfs unbind is not offered" test ! -e /sys/bus/virtio/drivers/vcram/unbi
 
 # 17: now removal and unload succeed
 echo 0 > "$VDIR/online"
+# the status of the write to sysfs is the point
+# shellcheck disable=SC2320
 r1=$?
 rmmod vcram
 r2=$?
@@ -251,6 +257,8 @@ for d in /sys/bus/virtio/drivers/vcram/virtio*; do
 	[ -e "$d" ] && VDIR=$d/vcram
 done
 echo 0 > "$VDIR/online"
+# the status of the write to sysfs is the point
+# shellcheck disable=SC2320
 r1=$?
 rmmod vcram
 r2=$?

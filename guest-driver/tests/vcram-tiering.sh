@@ -61,6 +61,8 @@ echo 0 > /sys/kernel/mm/numa/demotion_enabled
 
 sleep 1
 echo 0 > "$VDIR/online"
+# the status of the write to sysfs is the point
+# shellcheck disable=SC2320
 r1=$?
 rmmod vcram
 check "remove and unload" test "$r1" -eq 0 -a $? -eq 0
