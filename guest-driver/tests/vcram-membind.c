@@ -12,6 +12,7 @@
  * the pages
  * that landed on NODE (move_pages query), holds the memory for
  * HOLD_SECONDS (0: not at all), checks the contents again and exits.
+ * Before writing it checks that the new memory reads as zero.
  * Prints "key=value" lines; exit status 0 only if every page was on NODE
  * and the contents were intact.
  */
@@ -122,6 +123,16 @@ int main(int argc, char **argv)
 		printf("mbind_errno=%d\n", errno);
 		perror("mbind");
 		return 1;
+	}
+	/* Fresh anonymous memory must read as zero (discarded pages too). */
+	for (i = 0; i < len; i += 8) {
+		uint64_t v;
+
+		memcpy(&v, p + i, 8);
+		if (v) {
+			printf("nonzero_before_write=%zu\n", i);
+			return 1;
+		}
 	}
 	fill(p, len, pattern, slow);
 	sum1 = checksum(p, len);

@@ -11,7 +11,7 @@
 KO=${VCRAM_KO:-/lib/modules/vcram/vcram.ko}
 NODE=${VCRAM_NODE:-1}
 MB=${VCRAM_MB:-64}
-NTESTS=20
+NTESTS=21
 n=0
 fails=0
 
@@ -114,6 +114,7 @@ echo "# $NUMACTL --membind=$NODE: node $NODE MemFree $f0 kB -> ${f1:-?} kB"
 check "$NUMACTL --membind=$NODE places a program's memory on node $NODE" \
 	test -n "$f1" -a "$((f0 - ${f1:-$f0}))" -ge 8000
 
+idle_used=$(stat physical_used)
 free_before=$(node_mem_kb MemFree)
 out=$(vcram-membind "$NODE" "$MB" 0 text 2>&1)
 rc=$?
@@ -136,6 +137,8 @@ while [ "$i" -lt 10 ] && [ "$(stat stored_pages)" -lt $((MB * 256)) ]; do
 	i=$((i + 1))
 done
 echo "# device: stored_pages $(stat stored_pages) same_pages $(stat same_pages) physical_used $(stat physical_used) compressed_bytes $(stat compressed_bytes)"
+check "the device accounts the workload's pages" \
+	test "$(stat stored_pages)" -ge $((MB * 256)) -a "$(stat physical_used)" -gt "$idle_used"
 
 # 8: removal with pages in use fails, rmmod fails
 echo 0 > "$VDIR/online" 2>/dev/null
@@ -210,9 +213,18 @@ else
 	skip "failed DISCARDs are zeroed on the CPU and released" "no debugfs"
 fi
 
-# 15: freed pages read back as zero when allocated again
+# freed pages read back as zero when allocated again (vcram-membind
+# checks that before writing), and the device is back at its idle use
 out=$(vcram-membind "$NODE" 16 0 zero 2>&1)
-check "memory allocated again on node $NODE works" test $? -eq 0
+rc=$?
+i=0
+while [ "$i" -lt 10 ] && [ "$(stat physical_used)" -gt "$idle_used" ]; do
+	sleep 1
+	i=$((i + 1))
+done
+echo "# physical_used $(stat physical_used), idle $idle_used"
+check "memory allocated again on node $NODE reads as zero; device back at idle use" \
+	test "$rc" -eq 0 -a "$(stat physical_used)" -le "$idle_used"
 
 # THP: 2 MiB folios on the node are freed and discarded as order-9 folios
 THP=/sys/kernel/mm/transparent_hugepage/enabled
