@@ -6,3 +6,4 @@
 
 pub mod ktap;
 pub mod sysfs;
+pub mod workload;

@@ -1,0 +1,411 @@
+//! Command line of `vcram-workload` (hand-rolled: no dependencies).
+
+use super::pattern::PatternSpec;
+
+pub const USAGE: &str = "\
+usage: vcram-workload [options]
+
+Allocates a buffer, binds it to a NUMA node, fills it with a pattern and checks
+it (checksums per page, placement, migration, free, reuse). Reports KTAP on
+stdout (default) or one JSON object (--json).
+
+  --mib N               buffer size in MiB [64]
+  --size SIZE           buffer size with a K/M/G suffix (bytes without one);
+                        with --pattern file: and no size, the file's size
+  --node LIST           node(s) to bind to, a kernel node list (1, 0-1, 0,2) [1]
+  --policy P            mbind | set_mempolicy | none [mbind]; none = no policy
+                        of our own (run it under numactl --membind=N); the
+                        placement check still expects --node
+  --pattern P           zero | byte:<v> | text | binary | random | half
+                        | mix:<ratio> | mix:<kind>=<weight>,...
+                        | file:<path>                          [mix:2]
+  --seed N              seed of random data and of the text generator [1]
+  --binary-dir DIR      where the binary corpus comes from [/usr/bin]
+  --text-file PATH      text corpus from this file instead of the generator
+  --populate            fault the buffer in with MADV_POPULATE_WRITE first
+                        (so running out of memory is ENOMEM, not SIGBUS/OOM)
+  --thp on|off          MADV_HUGEPAGE / MADV_NOHUGEPAGE on the buffer
+                        [kernel default]
+  --migrate             move_pages all pages to --migrate-node and back,
+                        checking status, placement and checksums
+  --migrate-node N      the intermediate node of --migrate [0]
+  --wait-scan SECONDS   wait, then verify checksums again (device scans)
+  --bench read|write    sequential bandwidth over the buffer after the checks
+  --passes N            bench passes [5]
+  --hold                before freeing, print a line and wait for a line on
+                        stdin or SIGUSR1/SIGINT/SIGTERM (EOF on stdin is not
+                        a release: a background job waits for the signal)
+  --hold-seconds N      hold for N seconds (or until released as --hold)
+  --free munmap|dontneed  how the buffer is freed [munmap]
+  --reuse               after the free, touch the range again (dontneed) or
+                        a fresh mapping bound the same way (munmap) and check
+                        that it reads back as zero and lies on the node
+  --json                one JSON object on stdout instead of KTAP
+  -h, --help            this text
+
+Exit status: 0 all checks passed; 1 a check failed; 2 usage error;
+3 SIGBUS while touching the buffer; 4 ENOMEM while allocating or filling.
+";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    Mbind,
+    SetMempolicy,
+    None,
+}
+
+impl Policy {
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::Mbind => "mbind",
+            Policy::SetMempolicy => "set_mempolicy",
+            Policy::None => "none",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FreeMode {
+    Munmap,
+    DontNeed,
+}
+
+impl FreeMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            FreeMode::Munmap => "munmap",
+            FreeMode::DontNeed => "dontneed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchMode {
+    Read,
+    Write,
+}
+
+impl BenchMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            BenchMode::Read => "read",
+            BenchMode::Write => "write",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Buffer size in bytes; `None`: the default, or the file's size.
+    pub size: Option<u64>,
+    pub nodes: Vec<u32>,
+    pub policy: Policy,
+    pub pattern: PatternSpec,
+    pub seed: u64,
+    pub binary_dir: String,
+    pub text_file: Option<String>,
+    pub populate: bool,
+    pub thp: Option<bool>,
+    pub migrate: bool,
+    pub migrate_node: u32,
+    pub wait_scan: Option<f64>,
+    pub bench: Option<BenchMode>,
+    pub passes: u32,
+    pub hold: bool,
+    pub hold_seconds: Option<f64>,
+    pub free: FreeMode,
+    pub reuse: bool,
+    pub json: bool,
+}
+
+pub const DEFAULT_SIZE: u64 = 64 << 20;
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            size: None,
+            nodes: vec![1],
+            policy: Policy::Mbind,
+            pattern: PatternSpec::MixRatio(2.0),
+            seed: 1,
+            binary_dir: "/usr/bin".into(),
+            text_file: None,
+            populate: false,
+            thp: None,
+            migrate: false,
+            migrate_node: 0,
+            wait_scan: None,
+            bench: None,
+            passes: 5,
+            hold: false,
+            hold_seconds: None,
+            free: FreeMode::Munmap,
+            reuse: false,
+            json: false,
+        }
+    }
+}
+
+/// What the command line asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Parsed {
+    Run(Box<Config>),
+    Help,
+}
+
+/// Parses a size: a number with an optional K/M/G/T suffix (powers of 1024,
+/// optional trailing `B`/`iB`), or `0x` hex bytes.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let t = s.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (num, shift) = match t.chars().last()? {
+        'k' | 'K' => (&t[..t.len() - 1], 10),
+        'm' | 'M' => (&t[..t.len() - 1], 20),
+        'g' | 'G' => (&t[..t.len() - 1], 30),
+        't' | 'T' => (&t[..t.len() - 1], 40),
+        _ => (t, 0),
+    };
+    let n = crate::sysfs::parse_u64(num)?;
+    n.checked_mul(1u64 << shift)
+}
+
+fn parse_secs(s: &str) -> Option<f64> {
+    let v: f64 = s.parse().ok()?;
+    (v.is_finite() && v >= 0.0).then_some(v)
+}
+
+/// Parses the arguments (without the program name).
+pub fn parse<I, S>(args: I) -> Result<Parsed, String>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    let mut c = Config::default();
+    let args: Vec<String> = args.into_iter().map(|a| a.as_ref().to_string()).collect();
+    let mut i = 0;
+    while i < args.len() {
+        let arg = &args[i];
+        i += 1;
+        let (key, inline) = match arg.split_once('=') {
+            Some((k, v)) if k.starts_with("--") => (k, Some(v.to_string())),
+            _ => (arg.as_str(), None),
+        };
+        // fetches the option's value (inline `--k=v` or the next argument)
+        let mut value = || -> Result<String, String> {
+            if let Some(v) = &inline {
+                return Ok(v.clone());
+            }
+            let v = args
+                .get(i)
+                .cloned()
+                .ok_or_else(|| format!("{key} needs a value"))?;
+            i += 1;
+            Ok(v)
+        };
+        let bad = |v: &str| format!("bad value for {key}: {v:?}");
+        match key {
+            "-h" | "--help" => return Ok(Parsed::Help),
+            "--mib" => {
+                let v = value()?;
+                let n: u64 = v.parse().map_err(|_| bad(&v))?;
+                c.size = Some(n.checked_mul(1 << 20).ok_or_else(|| bad(&v))?);
+            }
+            "--size" => {
+                let v = value()?;
+                c.size = Some(parse_size(&v).ok_or_else(|| bad(&v))?);
+            }
+            "--node" | "--nodes" => {
+                let v = value()?;
+                let nodes = crate::sysfs::parse_node_list(&v).ok_or_else(|| bad(&v))?;
+                if nodes.is_empty() || nodes.iter().any(|&n| n >= super::numa::MAX_NODES) {
+                    return Err(bad(&v));
+                }
+                c.nodes = nodes;
+            }
+            "--policy" => {
+                let v = value()?;
+                c.policy = match v.as_str() {
+                    "mbind" => Policy::Mbind,
+                    "set_mempolicy" => Policy::SetMempolicy,
+                    "none" => Policy::None,
+                    _ => return Err(bad(&v)),
+                };
+            }
+            "--pattern" => {
+                let v = value()?;
+                c.pattern = PatternSpec::parse(&v).map_err(|e| format!("--pattern: {e}"))?;
+            }
+            "--seed" => {
+                let v = value()?;
+                c.seed = crate::sysfs::parse_u64(&v).ok_or_else(|| bad(&v))?;
+            }
+            "--binary-dir" => c.binary_dir = value()?,
+            "--text-file" => c.text_file = Some(value()?),
+            "--populate" => c.populate = true,
+            "--thp" => {
+                let v = value()?;
+                c.thp = match v.as_str() {
+                    "on" => Some(true),
+                    "off" => Some(false),
+                    _ => return Err(bad(&v)),
+                };
+            }
+            "--migrate" => c.migrate = true,
+            "--migrate-node" => {
+                let v = value()?;
+                c.migrate_node = v
+                    .parse()
+                    .ok()
+                    .filter(|&n| n < super::numa::MAX_NODES)
+                    .ok_or_else(|| bad(&v))?;
+            }
+            "--wait-scan" => {
+                let v = value()?;
+                c.wait_scan = Some(parse_secs(&v).ok_or_else(|| bad(&v))?);
+            }
+            "--bench" => {
+                let v = value()?;
+                c.bench = Some(match v.as_str() {
+                    "read" => BenchMode::Read,
+                    "write" => BenchMode::Write,
+                    _ => return Err(bad(&v)),
+                });
+            }
+            "--passes" => {
+                let v = value()?;
+                c.passes = v.parse().ok().filter(|&n| n > 0).ok_or_else(|| bad(&v))?;
+            }
+            "--hold" => c.hold = true,
+            "--hold-seconds" => {
+                let v = value()?;
+                c.hold_seconds = Some(parse_secs(&v).ok_or_else(|| bad(&v))?);
+            }
+            "--free" => {
+                let v = value()?;
+                c.free = match v.as_str() {
+                    "munmap" => FreeMode::Munmap,
+                    "dontneed" => FreeMode::DontNeed,
+                    _ => return Err(bad(&v)),
+                };
+            }
+            "--reuse" => c.reuse = true,
+            "--json" => c.json = true,
+            _ => return Err(format!("unknown argument {arg:?} (see --help)")),
+        }
+        if inline.is_some() && !takes_value(key) {
+            return Err(format!("{key} takes no value"));
+        }
+    }
+    if c.size == Some(0) {
+        return Err("the buffer size must not be 0".into());
+    }
+    Ok(Parsed::Run(Box::new(c)))
+}
+
+fn takes_value(key: &str) -> bool {
+    !matches!(
+        key,
+        "--populate" | "--migrate" | "--hold" | "--reuse" | "--json" | "-h" | "--help"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Config {
+        match parse(args).unwrap() {
+            Parsed::Run(c) => *c,
+            Parsed::Help => panic!("help"),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = run(&[]);
+        assert_eq!(c, Config::default());
+        assert_eq!(c.nodes, vec![1]);
+        assert_eq!(c.policy, Policy::Mbind);
+        assert_eq!(c.free, FreeMode::Munmap);
+    }
+
+    #[test]
+    fn full_command_line() {
+        let c = run(&[
+            "--mib",
+            "16",
+            "--node=0-1",
+            "--policy",
+            "set_mempolicy",
+            "--pattern",
+            "mix:3",
+            "--seed",
+            "0x10",
+            "--migrate",
+            "--migrate-node",
+            "2",
+            "--wait-scan",
+            "1.5",
+            "--free",
+            "dontneed",
+            "--reuse",
+            "--hold-seconds=3",
+            "--bench",
+            "write",
+            "--passes",
+            "2",
+            "--json",
+            "--populate",
+            "--thp",
+            "off",
+        ]);
+        assert_eq!(c.size, Some(16 << 20));
+        assert_eq!(c.nodes, vec![0, 1]);
+        assert_eq!(c.policy, Policy::SetMempolicy);
+        assert_eq!(c.pattern, PatternSpec::MixRatio(3.0));
+        assert_eq!(c.seed, 16);
+        assert!(c.migrate && c.reuse && c.json && c.populate);
+        assert_eq!(c.migrate_node, 2);
+        assert_eq!(c.wait_scan, Some(1.5));
+        assert_eq!(c.free, FreeMode::DontNeed);
+        assert_eq!(c.hold_seconds, Some(3.0));
+        assert_eq!(c.bench, Some(BenchMode::Write));
+        assert_eq!(c.passes, 2);
+        assert_eq!(c.thp, Some(false));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("4k"), Some(4096));
+        assert_eq!(parse_size("64M"), Some(64 << 20));
+        assert_eq!(parse_size("64MiB"), Some(64 << 20));
+        assert_eq!(parse_size("1G"), Some(1 << 30));
+        assert_eq!(parse_size("0x1000"), Some(4096));
+        assert_eq!(parse_size("M"), None);
+        assert_eq!(parse_size("x"), None);
+        assert_eq!(run(&["--size", "2M"]).size, Some(2 << 20));
+    }
+
+    #[test]
+    fn errors() {
+        assert!(parse(["--bogus"]).is_err());
+        assert!(parse(["--mib"]).is_err());
+        assert!(parse(["--mib", "x"]).is_err());
+        assert!(parse(["--mib", "0"]).is_err());
+        assert!(parse(["--node", "3-1"]).is_err());
+        assert!(parse(["--node", ""]).is_err());
+        assert!(parse(["--node", "5000"]).is_err());
+        assert!(parse(["--policy", "interleave"]).is_err());
+        assert!(parse(["--pattern", "byte:300"]).is_err());
+        assert!(parse(["--free", "later"]).is_err());
+        assert!(parse(["--wait-scan", "-1"]).is_err());
+        assert!(parse(["--passes", "0"]).is_err());
+        assert!(parse(["--json=1"]).is_err());
+        assert_eq!(parse(["--help"]).unwrap(), Parsed::Help);
+        assert_eq!(parse(["-h", "--bogus"]).unwrap(), Parsed::Help);
+    }
+}
