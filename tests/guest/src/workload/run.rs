@@ -202,10 +202,11 @@ fn bind(cfg: &Config, m: &Mapping, mask: &NodeMask) -> Result<(), String> {
 fn hold(cfg: &Config, m: &Mapping, pages: usize) -> f64 {
     signals::install_release();
     let msg = format!(
-        "HOLD pid={} pages={pages} addr={:#x} node={:?}: send SIGUSR1 or a line on stdin to continue{}",
+        "HOLD pid={} pages={pages} addr={:#x} node={:?}: send SIGUSR1{} to continue{}",
         std::process::id(),
         m.ptr() as usize,
         cfg.nodes,
+        if cfg.hold { " or a line on stdin" } else { "" },
         cfg.hold_seconds
             .map(|s| format!(" (or wait {s} s)"))
             .unwrap_or_default()
@@ -309,7 +310,8 @@ pub fn run(cfg: &Config) -> i32 {
         ]),
     );
     let t = Instant::now();
-    // Corpora and checksums are allocated before any policy of ours.
+    // Corpora and checksums are allocated (and written) before any policy
+    // of ours, so that only the buffer lands on the node.
     let prepared = size.and_then(|_| {
         Filler::new(
             &cfg.pattern,
@@ -327,8 +329,10 @@ pub fn run(cfg: &Config) -> i32 {
             None
         }
     };
-    let mut hashes = vec![0u64; pages];
-    let mut scratch = vec![0u8; page];
+    let mut hashes = vec![u64::MAX; pages];
+    let mut scratch = vec![0xffu8; page];
+    r.detail("prepare_ms", ms_since(t));
+    let t = Instant::now();
     let mut policy_set = false;
     let mut map: Option<Mapping> = None;
     if r.passed() && cfg.policy == Policy::SetMempolicy {

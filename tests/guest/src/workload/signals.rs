@@ -300,4 +300,72 @@ mod tests {
             .unwrap()
             .contains("\"page\":null"));
     }
+
+    /// A real SIGBUS (a shared mapping of an empty file, touched) in a
+    /// forked child: the handler reports it on fd 1 and exits with 3.
+    #[test]
+    fn real_sigbus_in_child() {
+        let path = std::env::temp_dir().join(format!("vcram-sigbus-{}", std::process::id()));
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        use std::os::fd::AsRawFd;
+        let page = 4096;
+        // SAFETY: a fresh shared mapping of our file; the child touches it.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                page,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        let mut fds = [0; 2];
+        // SAFETY: plain syscalls; the child only makes async-signal-safe calls.
+        unsafe {
+            assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+            let pid = libc::fork();
+            assert!(pid >= 0);
+            if pid == 0 {
+                libc::dup2(fds[1], 1);
+                install_sigbus();
+                set_format_json(false);
+                set_buffer(p.cast(), page, page);
+                set_counts(1, 0);
+                set_phase(1);
+                std::ptr::write_volatile(p.cast::<u8>().add(100), 1);
+                libc::_exit(99);
+            }
+            libc::close(fds[1]);
+            let mut status = 0;
+            assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
+            let mut out = Vec::new();
+            let mut buf = [0u8; 1024];
+            loop {
+                let n = libc::read(fds[0], buf.as_mut_ptr().cast(), buf.len());
+                if n <= 0 {
+                    break;
+                }
+                out.extend_from_slice(&buf[..n as usize]);
+            }
+            libc::close(fds[0]);
+            libc::munmap(p, page);
+            std::fs::remove_file(&path).unwrap();
+            assert!(libc::WIFEXITED(status), "status {status:#x}");
+            assert_eq!(libc::WEXITSTATUS(status), EXIT_SIGBUS);
+            let out = String::from_utf8(out).unwrap();
+            let want = format!(
+                "# SIGBUS at {:#x}: page 0 of 1 of the buffer, during fill\nnot ok 2 fill\n",
+                p as usize + 100
+            );
+            assert!(out.starts_with(&want), "{out}");
+        }
+    }
 }
