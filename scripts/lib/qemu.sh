@@ -154,7 +154,7 @@ vc_qemu_install_prefix() {
         if ! vc_apt_get -y -q --download-only -t "$VCRAM_QEMU_SUITE" \
             -o "Dir::Cache::archives=$dl" install "$VCRAM_QEMU_PKG=$pkgver" >"$log" 2>&1; then
             tail -n 20 "$log" >&2
-            vc_die "downloading $VCRAM_QEMU_PKG $pkgver failed (log: $log)"
+            vc_die "downloading $VCRAM_QEMU_PKG $pkgver failed (log: $log); if the mirror moved on, run scripts/setup --refresh"
         fi
         vc_log "  unpacking $(find "$dl" -maxdepth 1 -name '*.deb' | wc -l) packages into $prefix"
         for deb in "$dl"/*.deb; do
