@@ -27,7 +27,6 @@ use super::report::{PhaseRecord, Reporter};
 use super::{bench, hash, signals, EXIT_ENOMEM, EXIT_FAIL, EXIT_OK, EXIT_SIGBUS};
 
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 fn ms_since(t: Instant) -> f64 {
@@ -153,15 +152,30 @@ fn move_all(r: &mut PhaseRecord, key: &str, addrs: &[*mut u8], node: u32) -> f64
 }
 
 /// Write-faults every page without changing its contents.
+///
+/// A `lock or [p], 0` in assembly: a real write access (an idempotent
+/// atomic RMW in Rust may be compiled into a plain load, which would only
+/// map the shared zero page).
 fn touch_pages(m: &Mapping, page: usize) {
     for i in 0..m.len() / page {
-        // SAFETY: page-aligned address inside the mapping; the atomic
-        // no-op write faults the page in writable.
-        unsafe {
-            let a = &*(m.ptr().add(i * page) as *const AtomicU64);
-            a.fetch_or(0, Ordering::Relaxed);
-        }
+        // SAFETY: page-aligned address inside the mapping.
+        unsafe { touch_write(m.ptr().add(i * page)) };
     }
+}
+
+/// # Safety
+/// `p` must be valid for writes of 8 bytes and 8-byte aligned.
+#[cfg(target_arch = "x86_64")]
+unsafe fn touch_write(p: *mut u8) {
+    std::arch::asm!("lock or qword ptr [{0}], 0", in(reg) p, options(nostack));
+}
+
+/// # Safety
+/// `p` must be valid for reads and writes of a byte.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn touch_write(p: *mut u8) {
+    let v = std::ptr::read_volatile(p);
+    std::ptr::write_volatile(p, v);
 }
 
 /// Pages that are not all zero.
@@ -656,4 +670,55 @@ fn finish(
     rep.finish(summary, code);
     let _ = std::io::stdout().flush();
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::main_with_args;
+
+    #[test]
+    fn touch_allocates_without_changing() {
+        let page = numa::page_size();
+        let m = Mapping::new(8 * page).unwrap();
+        // SAFETY: inside the mapping.
+        unsafe { m.ptr().add(page).write(7) };
+        touch_pages(&m, page);
+        let st = numa::query_nodes(&m.page_addrs(page)).unwrap();
+        assert!(st.iter().all(|&s| s >= 0), "{st:?}");
+        let (n, first) = nonzero_pages(&m, page);
+        assert_eq!((n, first), (1, vec![1]));
+    }
+
+    /// The whole program on the host's node 0, every phase.
+    #[test]
+    fn full_run_on_node0() {
+        for extra in [
+            &["--free", "dontneed"][..],
+            &["--json", "--policy", "set_mempolicy", "--bench", "write"][..],
+        ] {
+            let mut args = vec![
+                "--node",
+                "0",
+                "--mib",
+                "2",
+                "--migrate",
+                "--wait-scan",
+                "0",
+                "--reuse",
+                "--hold-seconds",
+                "0",
+                "--bench",
+                "read",
+                "--passes",
+                "1",
+                "--pattern",
+                "mix:zero=1,half=1,text=1,random=1",
+            ];
+            args.extend_from_slice(extra);
+            assert_eq!(main_with_args(&args), EXIT_OK, "{args:?}");
+        }
+        assert_eq!(main_with_args(["--node", "999", "--mib", "1"]), EXIT_FAIL);
+        assert_eq!(main_with_args(["--nope"]), crate::workload::EXIT_USAGE);
+    }
 }
