@@ -5,6 +5,7 @@
 //! serial console: KTAP results ([`ktap`]) and the script's exit status. While
 //! a guest runs, [`qmp`] talks to QEMU's monitor.
 
+pub mod device;
 pub mod guest;
 pub mod ktap;
 pub mod qmp;
