@@ -24,6 +24,8 @@ stdout (default) or one JSON object (--json).
   --text-file PATH      text corpus from this file instead of the generator
   --populate            fault the buffer in with MADV_POPULATE_WRITE first
                         (so running out of memory is ENOMEM, not SIGBUS/OOM)
+  --oom-score-adj N     write N to /proc/self/oom_score_adj first (a test
+                        chooses whom the OOM killer takes: -1000 never)
   --thp on|off          MADV_HUGEPAGE / MADV_NOHUGEPAGE on the buffer
                         [kernel default]
   --migrate             move_pages all pages to --migrate-node and back,
@@ -44,7 +46,13 @@ stdout (default) or one JSON object (--json).
   -h, --help            this text
 
 Exit status: 0 all checks passed; 1 a check failed; 2 usage error;
-3 SIGBUS while touching the buffer; 4 ENOMEM while allocating or filling.
+3 SIGBUS while touching the buffer (or MADV_POPULATE_WRITE: EFAULT);
+4 ENOMEM while allocating or filling (mmap, MADV_POPULATE_WRITE).
+When the fill stops early (3 or 4 from --populate), the later phases check
+the pages filled so far; a failure there makes the status 1.
+The kernel's usual answer to a bound allocation that cannot be met is the
+OOM killer (SIGKILL, status 137 from the shell), which no program can
+report; ENOMEM comes only from calls that return it.
 ";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +113,7 @@ pub struct Config {
     pub binary_dir: String,
     pub text_file: Option<String>,
     pub populate: bool,
+    pub oom_score_adj: Option<i32>,
     pub thp: Option<bool>,
     pub migrate: bool,
     pub migrate_node: u32,
@@ -131,6 +140,7 @@ impl Default for Config {
             binary_dir: "/usr/bin".into(),
             text_file: None,
             populate: false,
+            oom_score_adj: None,
             thp: None,
             migrate: false,
             migrate_node: 0,
@@ -245,6 +255,15 @@ where
             "--binary-dir" => c.binary_dir = value()?,
             "--text-file" => c.text_file = Some(value()?),
             "--populate" => c.populate = true,
+            "--oom-score-adj" => {
+                let v = value()?;
+                c.oom_score_adj = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|n: &i32| (-1000..=1000).contains(n))
+                        .ok_or_else(|| bad(&v))?,
+                );
+            }
             "--thp" => {
                 let v = value()?;
                 c.thp = match v.as_str() {
@@ -361,7 +380,9 @@ mod tests {
             "--populate",
             "--thp",
             "off",
+            "--oom-score-adj=-1000",
         ]);
+        assert_eq!(c.oom_score_adj, Some(-1000));
         assert_eq!(c.size, Some(16 << 20));
         assert_eq!(c.nodes, vec![0, 1]);
         assert_eq!(c.policy, Policy::SetMempolicy);
@@ -404,6 +425,7 @@ mod tests {
         assert!(parse(["--free", "later"]).is_err());
         assert!(parse(["--wait-scan", "-1"]).is_err());
         assert!(parse(["--passes", "0"]).is_err());
+        assert!(parse(["--oom-score-adj", "-1001"]).is_err());
         assert!(parse(["--json=1"]).is_err());
         assert_eq!(parse(["--help"]).unwrap(), Parsed::Help);
         assert_eq!(parse(["-h", "--bogus"]).unwrap(), Parsed::Help);

@@ -10,7 +10,11 @@
 //! failed); 2 usage error; 3 SIGBUS while touching the buffer (or
 //! MADV_POPULATE_WRITE failing with EFAULT, its SIGBUS equivalent);
 //! 4 ENOMEM while allocating or filling (mmap, MADV_POPULATE_WRITE).
-//! An OOM kill (SIGKILL) cannot be reported by the program itself.
+//! When the fill stops early, the later phases check the pages filled so
+//! far, and a failure there makes the status 1. An OOM kill (SIGKILL)
+//! cannot be reported by the program itself (the kernel's usual answer to
+//! a bound allocation that cannot be met, also under MADV_POPULATE_WRITE);
+//! `--oom-score-adj` lets a test choose whom the OOM killer takes.
 
 pub mod args;
 pub mod bench;

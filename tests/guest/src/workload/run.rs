@@ -284,7 +284,8 @@ pub fn run(cfg: &Config) -> i32 {
         ("program", Json::str("vcram-workload")),
         ("version", Json::str(env!("CARGO_PKG_VERSION"))),
     ]);
-    let mut exit_override: Option<i32> = None;
+    // (phase, exit status) when allocation on the node stopped
+    let mut stop: Option<(&'static str, i32)> = None;
     let mut error = Json::Null;
 
     // ---- alloc_bind (with preparation of the pattern) ----
@@ -311,6 +312,7 @@ pub fn run(cfg: &Config) -> i32 {
             ("pattern", Json::str(cfg.pattern.to_string())),
             ("seed", Json::from(cfg.seed)),
             ("populate", Json::from(cfg.populate)),
+            ("oom_score_adj", cfg.oom_score_adj.map(|v| v as i64).into()),
             ("thp", cfg.thp.map(|t| if t { "on" } else { "off" }).into()),
             ("migrate", Json::from(cfg.migrate)),
             ("migrate_node", Json::from(cfg.migrate_node)),
@@ -349,6 +351,12 @@ pub fn run(cfg: &Config) -> i32 {
     let t = Instant::now();
     let mut policy_set = false;
     let mut map: Option<Mapping> = None;
+    if let Some(adj) = cfg.oom_score_adj {
+        if let Err(e) = std::fs::write("/proc/self/oom_score_adj", adj.to_string()) {
+            r.fail(format!("writing {adj} to /proc/self/oom_score_adj: {e}"));
+        }
+        r.detail("oom_score_adj", adj as i64);
+    }
     if r.passed() && cfg.policy == Policy::SetMempolicy {
         match numa::set_mempolicy(numa::MPOL_BIND, Some(&mask)) {
             Ok(()) => policy_set = true,
@@ -367,7 +375,7 @@ pub fn run(cfg: &Config) -> i32 {
             }
             Err(e) => {
                 if e.raw_os_error() == Some(libc::ENOMEM) {
-                    exit_override = Some(EXIT_ENOMEM);
+                    stop = Some(("alloc_bind", EXIT_ENOMEM));
                     error = Json::obj([
                         ("kind", Json::str("ENOMEM")),
                         ("phase", Json::str("alloc_bind")),
@@ -386,34 +394,43 @@ pub fn run(cfg: &Config) -> i32 {
     rep.record(r);
     let (Some(m), Some(filler), true) = (map, filler, ok) else {
         rep.skip_rest("allocation or binding failed");
-        return finish(rep, summary, error, exit_override, policy_set);
+        return finish(rep, summary, error, stop, policy_set);
     };
     let addrs = m.page_addrs(page);
 
     // ---- fill ----
     let mut r = PhaseRecord::new("fill");
     let t = Instant::now();
-    if cfg.populate {
-        let chunk = 512 * page;
-        let mut off = 0;
-        while off < len {
-            let n = chunk.min(len - off);
-            if let Err(e) = m.madvise_range(off, n, numa::MADV_POPULATE_WRITE) {
+    // In chunks: populate (with --populate), then write and checksum, so
+    // that when allocation on the node stops, what was stored before can
+    // still be checked.
+    let chunk_pages = 512;
+    let mut populate = cfg.populate;
+    let mut populate_ms = 0.0;
+    let mut filled = 0;
+    while filled < pages {
+        let n = chunk_pages.min(pages - filled);
+        if populate {
+            let tp = Instant::now();
+            let res = m.madvise_range(filled * page, n * page, numa::MADV_POPULATE_WRITE);
+            populate_ms += ms_since(tp);
+            if let Err(e) = res {
                 let errno = e.raw_os_error().unwrap_or(0);
-                if errno == libc::EINVAL && off == 0 {
+                if errno == libc::EINVAL && filled == 0 {
                     r.note("MADV_POPULATE_WRITE not supported: pages are faulted by the writes");
-                    break;
+                    populate = false;
+                    continue;
                 }
                 let present = numa::query_nodes(&addrs)
                     .map(|st| st.iter().filter(|&&s| s >= 0).count())
                     .unwrap_or(0);
                 let kind = match errno {
                     libc::ENOMEM => {
-                        exit_override = Some(EXIT_ENOMEM);
+                        stop = Some(("fill", EXIT_ENOMEM));
                         "ENOMEM"
                     }
                     libc::EFAULT => {
-                        exit_override = Some(EXIT_SIGBUS);
+                        stop = Some(("fill", EXIT_SIGBUS));
                         "EFAULT (SIGBUS)"
                     }
                     _ => "error",
@@ -422,29 +439,32 @@ pub fn run(cfg: &Config) -> i32 {
                     ("kind", Json::str(kind)),
                     ("phase", Json::str("fill")),
                     ("call", Json::str("madvise(MADV_POPULATE_WRITE)")),
+                    ("errno", Json::from(errno as i64)),
+                    ("pages_filled", Json::from(filled)),
                     ("pages_present", Json::from(present)),
                     ("pages", Json::from(pages)),
                 ]);
                 r.fail(format!(
-                    "{kind}: allocation on node(s) {:?} stopped after {present} of {pages} pages (MADV_POPULATE_WRITE: {e})",
+                    "{kind}: allocation on node(s) {:?} stopped: {filled} of {pages} pages filled, {present} present (MADV_POPULATE_WRITE: {e}); the later phases check the filled pages",
                     cfg.nodes
                 ));
                 break;
             }
-            off += n;
         }
-        r.detail("populate_ms", ms_since(t));
-    }
-    if r.passed() {
-        for (i, h) in hashes.iter_mut().enumerate() {
+        for i in filled..filled + n {
             filler.fill_page(i, &mut scratch);
-            *h = hash::hash_bytes(&scratch);
+            hashes[i] = hash::hash_bytes(&scratch);
             // SAFETY: page i lies inside the mapping; scratch is one page.
             unsafe { std::ptr::copy_nonoverlapping(scratch.as_ptr(), addrs[i], page) };
         }
+        filled += n;
     }
+    if cfg.populate {
+        r.detail("populate_ms", populate_ms);
+    }
+    r.detail("pages_filled", filled);
     r.ms = Some(ms_since(t));
-    r.bytes = Some(len as u64);
+    r.bytes = Some((filled * page) as u64);
     let kinds = pattern::count_kinds(&filler.kinds);
     let kinds_json = Json::Obj(
         kinds
@@ -462,24 +482,29 @@ pub fn run(cfg: &Config) -> i32 {
     summary.push("pages_by_kind", kinds_json);
     summary.push("nominal_ratio", nominal.into());
     summary.push("corpora", filler.sources.clone().into());
-    let filled = r.passed();
     rep.record(r);
     drop(filler);
-    if !filled {
-        rep.skip_rest("the fill stopped");
+    if filled == 0 {
+        rep.skip_rest("nothing was filled");
         drop(m);
-        return finish(rep, summary, error, exit_override, policy_set);
+        return finish(rep, summary, error, stop, policy_set);
     }
+    // The later phases check the filled pages (all of them, unless
+    // allocation stopped).
+    let hashes = &hashes[..filled];
+    let addrs_all = addrs;
+    let addrs = &addrs_all[..filled];
+    let flen = filled * page;
 
     // ---- verify_after_write ----
-    let (r, after_write) = verify_phase("verify_after_write", &m, page, &hashes);
+    let (r, after_write) = verify_phase("verify_after_write", &m, page, hashes);
     rep.record(r);
     let mut mismatches = Json::obj([("after_write", Json::from(after_write))]);
 
     // ---- placement ----
     let mut r = PhaseRecord::new("placement");
     let t = Instant::now();
-    let p = check_placement(&mut r, "pages_per_node", &addrs, &cfg.nodes);
+    let p = check_placement(&mut r, "pages_per_node", addrs, &cfg.nodes);
     r.ms = Some(ms_since(t));
     if let Some(p) = &p {
         summary.push("pages_per_node", placement_json(p));
@@ -491,9 +516,9 @@ pub fn run(cfg: &Config) -> i32 {
         let mut r = PhaseRecord::new("migrate");
         let t = Instant::now();
         let home = cfg.nodes[0];
-        move_all(&mut r, "to_migrate_node", &addrs, cfg.migrate_node);
-        check_placement(&mut r, "on_migrate_node", &addrs, &[cfg.migrate_node]);
-        let mid = verify(&m, page, &hashes);
+        move_all(&mut r, "to_migrate_node", addrs, cfg.migrate_node);
+        check_placement(&mut r, "on_migrate_node", addrs, &[cfg.migrate_node]);
+        let mid = verify(&m, page, hashes);
         r.detail("mismatches_on_migrate_node", mid.count);
         if mid.count > 0 {
             r.fail(format!(
@@ -501,13 +526,13 @@ pub fn run(cfg: &Config) -> i32 {
                 mid.count, cfg.migrate_node, mid.first
             ));
         }
-        move_all(&mut r, "back", &addrs, home);
-        check_placement(&mut r, "back_on_node", &addrs, &[home]);
+        move_all(&mut r, "back", addrs, home);
+        check_placement(&mut r, "back_on_node", addrs, &[home]);
         r.ms = Some(ms_since(t));
-        r.bytes = Some(2 * len as u64);
+        r.bytes = Some(2 * flen as u64);
         mismatches.push("on_migrate_node", Json::from(mid.count));
         rep.record(r);
-        let (r, n) = verify_phase("verify_after_migrate", &m, page, &hashes);
+        let (r, n) = verify_phase("verify_after_migrate", &m, page, hashes);
         mismatches.push("after_migrate", Json::from(n));
         rep.record(r);
     } else {
@@ -518,9 +543,9 @@ pub fn run(cfg: &Config) -> i32 {
     // ---- verify_after_scan ----
     if let Some(secs) = cfg.wait_scan {
         std::thread::sleep(Duration::from_secs_f64(secs));
-        let (mut r, n) = verify_phase("verify_after_scan", &m, page, &hashes);
+        let (mut r, n) = verify_phase("verify_after_scan", &m, page, hashes);
         r.detail("waited_s", secs);
-        check_placement(&mut r, "pages_per_node", &addrs, &cfg.nodes);
+        check_placement(&mut r, "pages_per_node", addrs, &cfg.nodes);
         mismatches.push("after_scan", Json::from(n));
         rep.record(r);
     } else {
@@ -533,9 +558,9 @@ pub fn run(cfg: &Config) -> i32 {
         let mut r = PhaseRecord::new("bench");
         let t = Instant::now();
         // SAFETY: the whole mapping is ours, page aligned.
-        let mbs = unsafe { bench::run(m.ptr(), len, mode == BenchMode::Write, cfg.passes) };
+        let mbs = unsafe { bench::run(m.ptr(), flen, mode == BenchMode::Write, cfg.passes) };
         r.ms = Some(ms_since(t));
-        r.bytes = Some(len as u64 * cfg.passes as u64);
+        r.bytes = Some(flen as u64 * cfg.passes as u64);
         let best = mbs.iter().copied().fold(0.0, f64::max);
         let median = bench::median(&mbs);
         r.detail("mode", mode.name());
@@ -589,7 +614,7 @@ pub fn run(cfg: &Config) -> i32 {
                 r.fail(format!("madvise(MADV_DONTNEED): {e}"));
             }
             r.ms = Some(ms_since(t));
-            match numa::query_nodes(&addrs) {
+            match numa::query_nodes(&addrs_all) {
                 Ok(st) => {
                     let p = Placement::from_status(&st);
                     let present = pages - p.absent();
@@ -652,20 +677,35 @@ pub fn run(cfg: &Config) -> i32 {
         drop(remaining);
         rep.record(PhaseRecord::skip("reuse_zero", "no --reuse"));
     }
-    finish(rep, summary, error, exit_override, policy_set)
+    finish(rep, summary, error, stop, policy_set)
+}
+
+/// The exit status: 1 when a check failed, except the phase where
+/// allocation on the node stopped (then 3 or 4, if nothing else failed).
+fn exit_code(rep: &Reporter, stop: Option<(&str, i32)>) -> i32 {
+    let failed_other = rep
+        .records
+        .iter()
+        .any(|r| !r.passed() && Some(r.name) != stop.map(|s| s.0));
+    match stop {
+        _ if failed_other => EXIT_FAIL,
+        Some((_, code)) => code,
+        None if rep.all_passed() => EXIT_OK,
+        None => EXIT_FAIL,
+    }
 }
 
 fn finish(
     rep: Reporter,
     mut summary: Json,
     error: Json,
-    exit_override: Option<i32>,
+    stop: Option<(&'static str, i32)>,
     policy_set: bool,
 ) -> i32 {
     if policy_set {
         let _ = numa::set_mempolicy(numa::MPOL_DEFAULT, None);
     }
-    let code = exit_override.unwrap_or(if rep.all_passed() { EXIT_OK } else { EXIT_FAIL });
+    let code = exit_code(&rep, stop);
     summary.push("error", error);
     rep.finish(summary, code);
     let _ = std::io::stdout().flush();
@@ -688,6 +728,31 @@ mod tests {
         assert!(st.iter().all(|&s| s >= 0), "{st:?}");
         let (n, first) = nonzero_pages(&m, page);
         assert_eq!((n, first), (1, vec![1]));
+    }
+
+    #[test]
+    fn exit_codes() {
+        let mut rep = Reporter::new(true);
+        rep.record(PhaseRecord::new("alloc_bind"));
+        let mut f = PhaseRecord::new("fill");
+        f.fail("ENOMEM");
+        rep.record(f);
+        rep.skip_rest("x");
+        assert_eq!(exit_code(&rep, Some(("fill", EXIT_ENOMEM))), EXIT_ENOMEM);
+        assert_eq!(exit_code(&rep, None), EXIT_FAIL);
+        let mut rep = Reporter::new(true);
+        let mut a = PhaseRecord::new("alloc_bind");
+        a.fail("mmap ENOMEM");
+        rep.record(a);
+        rep.skip_rest("x");
+        assert_eq!(
+            exit_code(&rep, Some(("alloc_bind", EXIT_ENOMEM))),
+            EXIT_ENOMEM
+        );
+        assert_eq!(exit_code(&rep, Some(("fill", EXIT_SIGBUS))), EXIT_FAIL);
+        let mut rep = Reporter::new(true);
+        rep.skip_rest("x");
+        assert_eq!(exit_code(&rep, None), EXIT_OK);
     }
 
     /// The whole program on the host's node 0, every phase.
