@@ -31,12 +31,16 @@ stdout (default) or one JSON object (--json).
   --migrate             move_pages all pages to --migrate-node and back,
                         checking status, placement and checksums
   --migrate-node N      the intermediate node of --migrate [0]
-  --wait-scan SECONDS   wait, then verify checksums again (device scans)
+  --wait-scan SECONDS   wait, then verify checksums and placement again
+                        (the device scans the window periodically)
   --bench read|write    sequential bandwidth over the buffer after the checks
   --passes N            bench passes [5]
-  --hold                before freeing, print a line and wait for a line on
-                        stdin or SIGUSR1/SIGINT/SIGTERM (EOF on stdin is not
-                        a release: a background job waits for the signal)
+  --hold                after the fill, placement and migration checks,
+                        print a HOLD pid=... line (stderr with --json)
+                        and wait for a line on stdin or SIGUSR1/SIGINT/
+                        SIGTERM (EOF on stdin is not a release: a background
+                        job waits for the signal); then verify checksums and
+                        placement again (verify_after_scan), bench, free
   --hold-seconds N      hold for N seconds (or until released as --hold)
   --free munmap|dontneed  how the buffer is freed [munmap]
   --reuse               after the free, touch the range again (dontneed) or

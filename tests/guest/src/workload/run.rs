@@ -10,10 +10,11 @@
 //!    page's status and the placement, verify the checksums there, move
 //!    back to the first `--node`, check status and placement again.
 //! 6. `verify_after_migrate`: checksums after the round trip.
-//! 7. `verify_after_scan`: wait `--wait-scan` seconds, checksums and
-//!    placement again.
+//! 7. `verify_after_scan`: `--hold` / `--hold-seconds` waits first (a
+//!    test reads device stats meanwhile, or puts the device under
+//!    pressure), then `--wait-scan` seconds; then checksums and placement
+//!    again. Runs when either is given.
 //! 8. `bench`: `--bench read|write` passes over the buffer (MB/s).
-//!    (`--hold` / `--hold-seconds` waits here, before the free.)
 //! 9. `free`: munmap, or MADV_DONTNEED and a check that no page is left.
 //! 10. `reuse_zero`: touch the range again (dontneed) or a fresh mapping
 //!     bound the same way (munmap); every page must read back zero and lie
@@ -540,16 +541,27 @@ pub fn run(cfg: &Config) -> i32 {
         rep.record(PhaseRecord::skip("verify_after_migrate", "no --migrate"));
     }
 
-    // ---- verify_after_scan ----
-    if let Some(secs) = cfg.wait_scan {
+    // ---- hold, then verify_after_scan ----
+    let mut held = None;
+    if cfg.hold || cfg.hold_seconds.is_some() {
+        let s = hold(cfg, &m, filled);
+        rep.diag(&format!("held {s:.1} s"));
+        summary.push("held_s", Json::Num(s));
+        held = Some(s);
+    }
+    if cfg.wait_scan.is_some() || held.is_some() {
+        let secs = cfg.wait_scan.unwrap_or(0.0);
         std::thread::sleep(Duration::from_secs_f64(secs));
         let (mut r, n) = verify_phase("verify_after_scan", &m, page, hashes);
-        r.detail("waited_s", secs);
+        r.detail("waited_s", secs + held.unwrap_or(0.0));
         check_placement(&mut r, "pages_per_node", addrs, &cfg.nodes);
         mismatches.push("after_scan", Json::from(n));
         rep.record(r);
     } else {
-        rep.record(PhaseRecord::skip("verify_after_scan", "no --wait-scan"));
+        rep.record(PhaseRecord::skip(
+            "verify_after_scan",
+            "no --wait-scan or --hold",
+        ));
     }
     summary.push("checksum_mismatches", mismatches);
 
@@ -574,7 +586,7 @@ pub fn run(cfg: &Config) -> i32 {
             "bench",
             Json::obj([
                 ("mode", Json::str(mode.name())),
-                ("bytes", Json::from(len)),
+                ("bytes", Json::from(flen)),
                 (
                     "passes_mb_per_s",
                     Json::Arr(mbs.iter().map(|&x| Json::Num(x)).collect()),
@@ -586,13 +598,6 @@ pub fn run(cfg: &Config) -> i32 {
         rep.record(r);
     } else {
         rep.record(PhaseRecord::skip("bench", "no --bench"));
-    }
-
-    // ---- hold ----
-    if cfg.hold || cfg.hold_seconds.is_some() {
-        let held = hold(cfg, &m, pages);
-        rep.diag(&format!("held {held:.1} s"));
-        summary.push("held_s", Json::Num(held));
     }
 
     // ---- free ----
