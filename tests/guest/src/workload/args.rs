@@ -47,6 +47,9 @@ stdout (default) or one JSON object (--json).
                         a fresh mapping bound the same way (munmap) and check
                         that it reads back as zero and lies on the node
   --json                one JSON object on stdout instead of KTAP
+  --dump PATH           write the pages the pattern gives (same size, seed,
+                        corpora) to PATH and exit: for comparing the
+                        device's ratio with zstd -b<level> -B4096 PATH
   -h, --help            this text
 
 Exit status: 0 all checks passed; 1 a check failed; 2 usage error;
@@ -129,6 +132,8 @@ pub struct Config {
     pub free: FreeMode,
     pub reuse: bool,
     pub json: bool,
+    /// Write the pattern's pages to this file and exit (no allocation).
+    pub dump: Option<String>,
 }
 
 pub const DEFAULT_SIZE: u64 = 64 << 20;
@@ -156,6 +161,7 @@ impl Default for Config {
             free: FreeMode::Munmap,
             reuse: false,
             json: false,
+            dump: None,
         }
     }
 }
@@ -316,6 +322,7 @@ where
             }
             "--reuse" => c.reuse = true,
             "--json" => c.json = true,
+            "--dump" => c.dump = Some(value()?),
             _ => return Err(format!("unknown argument {arg:?} (see --help)")),
         }
         if inline.is_some() && !takes_value(key) {
@@ -431,6 +438,7 @@ mod tests {
         assert!(parse(["--passes", "0"]).is_err());
         assert!(parse(["--oom-score-adj", "-1001"]).is_err());
         assert!(parse(["--json=1"]).is_err());
+        assert!(parse(["--dump"]).is_err());
         assert_eq!(parse(["--help"]).unwrap(), Parsed::Help);
         assert_eq!(parse(["-h", "--bogus"]).unwrap(), Parsed::Help);
     }

@@ -44,7 +44,10 @@ where
             print!("{}", args::USAGE);
             EXIT_OK
         }
-        Ok(args::Parsed::Run(cfg)) => run::run(&cfg),
+        Ok(args::Parsed::Run(cfg)) => match &cfg.dump {
+            Some(path) => run::dump(&cfg, path),
+            None => run::run(&cfg),
+        },
         Err(e) => {
             eprintln!("vcram-workload: {e}");
             EXIT_USAGE

@@ -9,7 +9,7 @@
 //! - `byte:<v>`: every byte `v`.
 //! - `text`: an English-like text corpus generated deterministically from
 //!   the seed (a fixed 200-word vocabulary, skewed word frequencies,
-//!   sentences and paragraphs; about 3:1 under zstd on 4 KiB blocks), or the
+//!   sentences and paragraphs; 2.07:1 for `zstd -b1 -B4096`), or the
 //!   file given by `--text-file`. Page `i` is corpus block `i mod blocks`.
 //! - `binary`: the regular files of `--binary-dir` (default `/usr/bin`; in
 //!   the guest initramfs that is busybox, numactl, stress-ng and our own

@@ -275,6 +275,62 @@ fn hold(cfg: &Config, m: &Mapping, pages: usize) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
+/// The buffer size `cfg` asks for, in bytes (before rounding to pages).
+fn requested_size(cfg: &Config, page: usize) -> Result<u64, String> {
+    match (cfg.size, &cfg.pattern) {
+        (Some(s), _) => Ok(s),
+        (None, PatternSpec::File(p)) => Filler::file_pages(p, page)
+            .map(|n| n * page as u64)
+            .map_err(|e| format!("pattern file {p}: {e}")),
+        (None, _) => Ok(DEFAULT_SIZE),
+    }
+}
+
+/// `--dump PATH`: writes the pages of the pattern to `path`; prints the
+/// page counts per kind. Exit status 0, or 1 on an error.
+pub fn dump(cfg: &Config, path: &str) -> i32 {
+    let page = numa::page_size();
+    let res = requested_size(cfg, page).and_then(|size| {
+        let pages = size.div_ceil(page as u64) as usize;
+        let f = Filler::new(
+            &cfg.pattern,
+            pages,
+            page,
+            cfg.seed,
+            &cfg.binary_dir,
+            cfg.text_file.as_deref(),
+        )?;
+        let mut out = std::io::BufWriter::new(
+            std::fs::File::create(path).map_err(|e| format!("{path}: {e}"))?,
+        );
+        let mut buf = vec![0u8; page];
+        for i in 0..pages {
+            f.fill_page(i, &mut buf);
+            out.write_all(&buf).map_err(|e| format!("{path}: {e}"))?;
+        }
+        out.flush().map_err(|e| format!("{path}: {e}"))?;
+        let kinds: Vec<String> = pattern::count_kinds(&f.kinds)
+            .iter()
+            .map(|(k, c)| format!("{}={c}", k.name()))
+            .collect();
+        Ok(format!(
+            "{pages} pages of {} to {path}: {}",
+            cfg.pattern,
+            kinds.join(" ")
+        ))
+    });
+    match res {
+        Ok(msg) => {
+            println!("{msg}");
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("vcram-workload: {e}");
+            EXIT_FAIL
+        }
+    }
+}
+
 /// Runs all phases; prints the report; returns the exit status.
 pub fn run(cfg: &Config) -> i32 {
     let page = numa::page_size();
@@ -291,13 +347,7 @@ pub fn run(cfg: &Config) -> i32 {
 
     // ---- alloc_bind (with preparation of the pattern) ----
     let mut r = PhaseRecord::new("alloc_bind");
-    let size = match (cfg.size, &cfg.pattern) {
-        (Some(s), _) => Ok(s),
-        (None, PatternSpec::File(p)) => Filler::file_pages(p, page)
-            .map(|n| n * page as u64)
-            .map_err(|e| format!("pattern file {p}: {e}")),
-        (None, _) => Ok(DEFAULT_SIZE),
-    };
+    let size = requested_size(cfg, page);
     let pages = size
         .as_ref()
         .map_or(0, |s| s.div_ceil(page as u64) as usize);
@@ -758,6 +808,27 @@ mod tests {
         let mut rep = Reporter::new(true);
         rep.skip_rest("x");
         assert_eq!(exit_code(&rep, None), EXIT_OK);
+    }
+
+    #[test]
+    fn dump_writes_the_pages() {
+        let path = std::env::temp_dir().join(format!("vcram-dump-{}", std::process::id()));
+        let p = path.to_str().unwrap();
+        let args = [
+            "--pattern",
+            "mix:zero=1,random=1",
+            "--size",
+            "8k",
+            "--dump",
+            p,
+        ];
+        assert_eq!(main_with_args(args), EXIT_OK);
+        let v = std::fs::read(&path).unwrap();
+        assert_eq!(v.len(), 8192);
+        let zero_pages = v.chunks(4096).filter(|c| c.iter().all(|&b| b == 0)).count();
+        assert_eq!(zero_pages, 1);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(main_with_args(["--dump", "/nonexistent/x"]), EXIT_FAIL);
     }
 
     /// The whole program on the host's node 0, every phase.
