@@ -80,14 +80,35 @@ vc_atomic_symlink() {
 }
 
 # vc_lock NAME: take an exclusive lock in the cache for the rest of the
-# process (another setup or build on the same cache waits).
+# process (another setup or build on the same cache waits). The descriptors
+# are listed in VCRAM_LOCK_FDS so that background helpers can close them.
+VCRAM_LOCK_FDS=""
 vc_lock() {
     local name=$1 fd
     mkdir -p "$VCRAM_CACHE"
     exec {fd}>"$VCRAM_CACHE/.$name.lock"
+    VCRAM_LOCK_FDS+=" $fd"
     if ! flock -n "$fd"; then
         vc_log "  waiting for another '$name' run on $VCRAM_CACHE to finish ..."
         flock "$fd"
+    fi
+}
+
+# vc_remove_async DIR: rename DIR out of the way (instantly) and delete it in
+# the background, without holding our locks.
+vc_remove_async() {
+    local dir=$1 trash fd
+    [[ -e $dir ]] || return 0
+    trash=$(dirname "$dir")/.trash.$(basename "$dir").$$.$RANDOM
+    if mv -T "$dir" "$trash" 2>/dev/null; then
+        (
+            for fd in $VCRAM_LOCK_FDS; do
+                eval "exec $fd>&-"
+            done
+            exec rm -rf "$trash"
+        ) </dev/null >/dev/null 2>&1 &
+    else
+        rm -rf "$dir"
     fi
 }
 
