@@ -1,0 +1,109 @@
+# In-guest KTAP selftest of the private memory node series (kernel-patches/),
+# without the vcram driver: the series' test owner (test_private_node.ko)
+# claims the pc-dimm on node 1 as a private node. Run by tests/tests/kernel.rs.
+KO=$(ls /lib/modules/*/kernel/mm/test_private_node.ko 2>/dev/null | head -n1)
+D=/sys/kernel/debug/test_private_node
+N1=/sys/devices/system/node/node1/meminfo
+NODES=/sys/devices/system/node
+PLAN=22
+n=0
+fails=0
+ok() { n=$((n + 1)); echo "ok $n $1"; }
+notok() { n=$((n + 1)); fails=$((fails + 1)); echo "not ok $n $1"; }
+check() { d=$1; shift; if "$@"; then ok "$d"; else notok "$d"; fi; }
+n1() { awk -v k="$1:" '$3 == k { print $4 }' "$N1"; }
+stat() { awk -v k="$1" '$1 == k { print $2 }' "$D/stats"; }
+settle() { sleep 1; echo 1 >"$D/flush"; sleep 1; }
+# pages of a hog on node 1: "hog: 64 MiB N0=.. N1=.."
+hog_n1() { sed -n 's/.*N1=\([0-9-]*\).*/\1/p' "$1"; }
+
+echo "KTAP version 1"
+echo "1..$PLAN"
+if [ -z "$KO" ]; then
+	echo "# test_private_node.ko missing: the kernel needs CONFIG_TEST_PRIVATE_NODE=m"
+	while [ $n -lt $PLAN ]; do notok "test_private_node.ko present"; done
+	exit 1
+fi
+
+# --- registration and node state (caps MEMPOLICY|USER_MIGRATE) ---------------
+check "insmod test_private_node caps=3" insmod "$KO" caps=3
+echo "# has_memory=$(cat $NODES/has_memory) has_private_memory=$(cat $NODES/has_private_memory)"
+check "node 1 in has_private_memory" [ "$(cat $NODES/has_private_memory)" = 1 ]
+check "node 1 not in has_memory" [ "$(cat $NODES/has_memory)" = 0 ]
+total=$(n1 MemTotal)
+check "node1 meminfo: MemTotal is the window (1 GiB)" [ "$total" = 1048576 ]
+check "no kswapd1/kcompactd1 without RECLAIM" sh -c '! ps | grep -qE "\[(kswapd|kcompactd)1\]"'
+cat "$D/selftest" >/tmp/selftest
+sed 's/^/# selftest: /' /tmp/selftest
+check "in-kernel allocation checks (nid, THISNODE, private zonelist)" \
+	sh -c '! grep -q "not ok" /tmp/selftest && grep -q "^ok" /tmp/selftest'
+
+# --- isolation: nothing reaches node 1 without an explicit request -----------
+dd if=/dev/zero of=/tmp/big bs=1M count=100 2>/dev/null
+cat /tmp/big >/dev/null
+rm -f /tmp/big
+find / -xdev >/dev/null 2>&1
+echo "# node1 after page cache + slab pressure: FilePages $(n1 FilePages) Slab $(n1 Slab) AnonPages $(n1 AnonPages)"
+check "page cache and slab pressure leave node 1 empty" \
+	[ "$(n1 FilePages)" = 0 ] -a "$(n1 Slab)" = 0 -a "$(n1 AnonPages)" = 0
+ptest hog 700 >/tmp/hog 2>&1
+rc=$?
+echo "# unbound hog of 700 MiB: rc=$rc $(cat /tmp/hog) node1 AnonPages $(n1 AnonPages)"
+check "a hog with no policy is OOM-killed and never gets node 1" \
+	[ "$rc" -ne 0 -a "$(n1 AnonPages)" = 0 ]
+timeout 30 stress-ng --vm 1 --vm-bytes 64M --timeout 3 -q >/dev/null 2>&1
+check "stress-ng --vm without policy leaves node 1 empty" [ "$(n1 AnonPages)" = 0 ]
+
+# --- mbind / move_pages (ptest prints TAP lines: relabel them) ---------------
+ptest >/tmp/ptest 2>&1
+sed 's/^/# ptest: /' /tmp/ptest
+for what in "all touched pages of BIND{1} are on node 1" \
+	"BIND{0,1} pages are on node 0 or 1" \
+	"mbind(MPOL_PREFERRED, {1}) is EINVAL" \
+	"mbind(MPOL_INTERLEAVE, {1}) is EINVAL" \
+	"INTERLEAVE{0,1} never uses node 1" \
+	"mode with bit 5 is EINVAL" \
+	"move_pages to node 1"; do
+	if grep -F "$what" /tmp/ptest | grep -q '^ok'; then ok "$what"; else notok "$what"; fi
+done
+
+# --- numactl, migratepages ----------------------------------------------------
+numactl --membind=1 ptest hog 64 >/tmp/hog 2>&1
+check "numactl --membind=1 puts every page on node 1" [ "$(hog_n1 /tmp/hog)" = 16384 ]
+ptest hog 32 hold >/tmp/hold 2>&1 &
+H=$!
+sleep 3
+migratepages $H 0 1
+sleep 1
+echo "# migratepages: $(grep -o 'N1=[0-9]*' /proc/$H/numa_maps | head -3 | tr '\n' ' ')"
+check "migratepages moves a task's memory to node 1" grep -q 'N1=' /proc/$H/numa_maps
+
+# --- free callback and remove ------------------------------------------------
+echo 1 >"$D/remove" 2>/dev/null
+r=$?
+check "remove with pages in use fails" [ $r -ne 0 -a "$(cat $NODES/has_private_memory)" = 1 ]
+kill $H
+wait $H 2>/dev/null
+settle
+sed 's/^/# stats: /' "$D/stats"
+check "free callback: every freed folio kept once and released" \
+	[ "$(stat freed)" -gt 0 -a "$(stat freed)" = "$(stat kept)" -a "$(stat kept)" = "$(stat released)" -a "$(stat foreign)" = 0 ]
+echo 1 >"$D/remove"
+check "remove succeeds once the pages are freed" [ "$(cat $NODES/has_private_memory)" = "" ]
+rmmod test_private_node
+
+# --- without USER_MIGRATE -----------------------------------------------------
+insmod "$KO" caps=1
+ptest nomigrate >/tmp/ptest 2>&1
+if grep -F "without USER_MIGRATE is ENODEV" /tmp/ptest | grep -q '^ok'; then
+	ok "move_pages to node 1 without USER_MIGRATE fails"
+else
+	sed 's/^/# ptest: /' /tmp/ptest
+	notok "move_pages to node 1 without USER_MIGRATE fails"
+fi
+echo 1 >"$D/remove"
+rmmod test_private_node
+
+dmesg | grep -E "BUG:|WARNING:|bad page|Call Trace" | sed 's/^/# dmesg: /'
+echo "# totals: pass:$((n - fails)) fail:$fails"
+[ $fails -eq 0 ] && [ $n -eq $PLAN ]
