@@ -45,7 +45,7 @@ rm -f /tmp/big
 find / -xdev >/dev/null 2>&1
 echo "# node1 after page cache + slab pressure: FilePages $(n1 FilePages) Slab $(n1 Slab) AnonPages $(n1 AnonPages)"
 check "page cache and slab pressure leave node 1 empty" \
-	[ "$(n1 FilePages)" = 0 ] -a "$(n1 Slab)" = 0 -a "$(n1 AnonPages)" = 0
+	[ "$(n1 FilePages)" = 0 -a "$(n1 Slab)" = 0 -a "$(n1 AnonPages)" = 0 ]
 ptest hog 700 >/tmp/hog 2>&1
 rc=$?
 echo "# unbound hog of 700 MiB: rc=$rc $(cat /tmp/hog) node1 AnonPages $(n1 AnonPages)"
