@@ -69,7 +69,7 @@ struct vcram_config {
 	__le64 raw_pages;		/* 0x68 */
 	__le64 event_seq;		/* 0x70 */
 	__le32 granule;			/* 0x78 */
-	__le32 reserved;		/* 0x7c */
+	__le32 zero_pages;		/* 0x7c, protocol 1.1 */
 };
 
 /* Request header, device-readable, followed by nr_ranges ranges */

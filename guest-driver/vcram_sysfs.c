@@ -50,6 +50,7 @@ VCRAM_CFG_ATTR(status, status, u32);
 VCRAM_CFG_ATTR(device_pressure_level, pressure_level, u32);
 VCRAM_CFG_ATTR(max_ranges, max_ranges, u32);
 VCRAM_CFG_ATTR(granule, granule, u32);
+VCRAM_CFG_ATTR(zero_pages, zero_pages, u32);
 
 #define VCRAM_STAT_ATTR(_name, _stat)					\
 static ssize_t _name##_show(struct device *dev,				\
@@ -199,6 +200,7 @@ static struct attribute *vcram_attrs[] = {
 	&dev_attr_device_pressure_level.attr,
 	&dev_attr_max_ranges.attr,
 	&dev_attr_granule.attr,
+	&dev_attr_zero_pages.attr,
 	&dev_attr_pages_deferred.attr,
 	&dev_attr_pages_released.attr,
 	&dev_attr_pages_zeroed_cpu.attr,

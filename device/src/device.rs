@@ -511,7 +511,7 @@ impl Device {
             raw_pages: c.raw_pages.into(),
             event_seq: seq.into(),
             granule: (crate::model::arena::GRANULE as u32).into(),
-            reserved: 0.into(),
+            zero_pages: (c.zero_pages.min(u64::from(u32::MAX)) as u32).into(),
         };
         let mut out = [0u8; VCRAM_CONFIG_MAX];
         out[..VCRAM_CONFIG_SIZE].copy_from_slice(cfg.as_slice());

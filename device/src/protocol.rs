@@ -11,7 +11,7 @@ pub const VCRAM_MAGIC: u32 = 0x4d52_4356;
 /// Protocol major version. Incompatible changes bump it.
 pub const VCRAM_VERSION_MAJOR: u16 = 1;
 /// Protocol minor version. Compatible additions bump it.
-pub const VCRAM_VERSION_MINOR: u16 = 0;
+pub const VCRAM_VERSION_MINOR: u16 = 1;
 
 /// The device page size (bytes). Everything is counted in these pages.
 pub const VCRAM_PAGE_SIZE: u64 = 4096;
@@ -119,8 +119,8 @@ pub struct VcramConfig {
     pub event_seq: Le64,
     /// 0x78 allocation granule of images, bytes.
     pub granule: Le32,
-    /// 0x7c reserved, 0.
-    pub reserved: Le32,
+    /// 0x7c all-zero pages (a subset of `same_pages`), saturating at u32::MAX; since 1.1.
+    pub zero_pages: Le32,
 }
 // SAFETY: plain old data, no padding (checked by the size test below), any bit pattern valid.
 unsafe impl ByteValued for VcramConfig {}
@@ -261,6 +261,7 @@ mod tests {
         assert_eq!(offset_of!(VcramConfig, raw_pages), 0x68);
         assert_eq!(offset_of!(VcramConfig, event_seq), 0x70);
         assert_eq!(offset_of!(VcramConfig, granule), 0x78);
+        assert_eq!(offset_of!(VcramConfig, zero_pages), 0x7c);
     }
 
     #[test]

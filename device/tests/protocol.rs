@@ -459,7 +459,7 @@ fn flood_of_requests_all_complete() {
 fn scanner_finds_direct_writes() {
     let d = Daemon::start(&[]);
     let g = Guest::new();
-    let _c = Conn::open(&d.socket, &g, MemSetup::Table);
+    let mut c = Conn::open(&d.socket, &g, MemSetup::Table);
     let s = d.scan();
     assert_eq!(s.scans, 1);
     assert_eq!(s.scan_pages, WIN_PAGES);
@@ -482,6 +482,17 @@ fn scanner_finds_direct_writes() {
     assert_eq!(s.scan_changed_pages, 12);
     assert_eq!(s.stored_pages, 11);
     assert!(s.scan_ms_last > 0.0);
+    // config space: one same-filled page, none of them zero; then a page of
+    // zeros written over a text page is a zero page (0x7c, protocol 1.1)
+    let cfg = c.cfg();
+    assert_eq!(cfg.same_pages.to_native(), 1);
+    assert_eq!(cfg.zero_pages.to_native(), 0);
+    g.write(g.window_page(1001), &[0u8; 4096]);
+    let s = d.scan();
+    assert_eq!(s.zero_pages, 1);
+    let cfg = c.cfg();
+    assert_eq!(cfg.same_pages.to_native(), 2);
+    assert_eq!(cfg.zero_pages.to_native(), 1);
 }
 
 #[test]
