@@ -159,6 +159,38 @@ impl Run {
         launcher_info(&self.launcher)
     }
 
+    /// The KTAP report, which must have exactly `cases` cases, all passed,
+    /// and a zero exit status; panics with the whole transcript otherwise.
+    pub fn expect_ktap_passed(&self, cases: usize) -> ktap::Report {
+        let report = self
+            .ktap()
+            .unwrap_or_else(|| panic!("no KTAP\n{}", self.transcript()));
+        report
+            .all_passed()
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.transcript()));
+        assert_eq!(report.cases.len(), cases, "{}", self.transcript());
+        assert_eq!(self.status.code(), Some(0), "{}", self.transcript());
+        report
+    }
+
+    /// Panics if the guest console shows a kernel warning, bug or panic.
+    pub fn expect_clean_console(&self) {
+        for bad in [
+            "BUG:",
+            "WARNING:",
+            "bad page",
+            "Oops",
+            "Kernel panic",
+            "KASAN",
+        ] {
+            assert!(
+                !self.serial.contains(bad),
+                "guest console shows {bad:?}\n{}",
+                self.serial
+            );
+        }
+    }
+
     /// Serial and launcher output, for assertion messages.
     pub fn transcript(&self) -> String {
         format!(

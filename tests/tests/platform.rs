@@ -45,14 +45,7 @@ fn window_node_is_possible_and_empty() {
     let run = Launch::new()
         .run_script("vcram-platform-check\n")
         .expect("launch");
-    let report = run
-        .ktap()
-        .unwrap_or_else(|| panic!("no KTAP\n{}", run.transcript()));
-    report
-        .all_passed()
-        .unwrap_or_else(|e| panic!("{e}\n{}", run.transcript()));
-    assert_eq!(report.cases.len(), 6);
-    assert_eq!(run.status.code(), Some(0), "{}", run.transcript());
+    run.expect_ktap_passed(6);
 }
 
 #[test]
