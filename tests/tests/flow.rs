@@ -298,3 +298,103 @@ fn free_discards_the_pages_and_physical_use_returns_to_idle() {
     );
     assert_eq!(u(&after, "bad_requests"), 0, "{after}");
 }
+
+/// Isolation: stress-ng and memory hogs with no policy, `--preferred=1` and
+/// `--interleave=0,1` never put a page on private node 1 (node 1's MemUsed
+/// unchanged, the device stores nothing and its scans see no change); a
+/// `numactl --membind=1` run does (its pages are on node 1 and the device
+/// stores them).
+#[test]
+fn only_bound_allocations_reach_the_node() {
+    let dev = Device::start(&["--physical-size", "512M"]).expect("start vcram-device");
+    let mut guest = spawn(&dev, &script("isolation", &[]));
+    wait_marker(&mut guest, &dev, "FLOW-HOGS-DONE");
+    let hogs = scanned_stats(&dev);
+    wait_marker(&mut guest, &dev, "FLOW-BOUND-HELD");
+    let bound = scanned_stats(&dev);
+    let run = finish(guest, &dev);
+    assert_eq!(run.status.code(), Some(0), "{}", run.transcript());
+    let s = &run.serial;
+    let before = flow_u64(s, "node1_used_kb_before");
+    let after_hogs = flow_u64(s, "node1_used_kb_after_hogs");
+    let with_bound = flow_u64(s, "node1_used_kb_bound");
+    eprintln!(
+        "isolation: node1 MemUsed kB before {before}, after hogs {after_hogs}, bound run \
+         {with_bound}; statuses stress-ng {} hog {} preferred=1 {} interleave=0,1 {} membind {}; \
+         device after hogs: stored {} scan_changed {}; bound: stored {} scan_changed {}",
+        flow_value(s, "stress_status").unwrap_or_default(),
+        flow_value(s, "hog_status").unwrap_or_default(),
+        flow_value(s, "preferred_status").unwrap_or_default(),
+        flow_value(s, "interleave_status").unwrap_or_default(),
+        flow_value(s, "membind_status").unwrap_or_default(),
+        u(&hogs, "stored_pages"),
+        u(&hogs, "scan_changed_pages"),
+        u(&bound, "stored_pages"),
+        u(&bound, "scan_changed_pages"),
+    );
+    assert_eq!(flow_u64(s, "stress_status"), 0, "{s}");
+    assert_eq!(flow_u64(s, "hog_status"), 0, "{s}");
+    assert_eq!(after_hogs, before, "hogs reached node 1\n{s}");
+    assert_eq!(u(&hogs, "stored_pages"), 0, "{hogs}");
+    assert_eq!(u(&hogs, "scan_changed_pages"), 0, "{hogs}");
+    assert_eq!(u(&hogs, "commit_pages"), 0, "{hogs}");
+    // The bound run: all of its 16 MiB buffer (and more: the whole process is
+    // bound) on node 1, seen by the guest and stored by the device.
+    assert_eq!(flow_u64(s, "membind_status"), 0, "{s}");
+    assert!(with_bound >= before + 16 * 1024, "{s}");
+    assert!(u(&bound, "stored_pages") >= 16 * 256, "{bound}");
+}
+
+/// Pressure: with 96 MiB of physical capacity, a holder keeps 32 MiB of text
+/// on the node, then an incompressible 160 MiB writer crosses the high
+/// watermark. The device raises HIGH (`high_events` >= 1), the driver counts
+/// the PRESSURE events (`events_pressure` > 0), and the holder's checksums
+/// still verify afterwards (nothing already stored is lost).
+#[test]
+fn pressure_is_reported_and_stored_data_survives() {
+    let dev = Device::start(&["--physical-size", "96M"]).expect("start vcram-device");
+    let guest = spawn(&dev, &script("pressure", &[]));
+    let run = finish(guest, &dev);
+    let stats = dev.stats().expect("stats");
+    let s = &run.serial;
+    let holder: Value = s
+        .lines()
+        .find_map(|l| l.split_once("FLOW-HOLDER-JSON ").map(|x| x.1.trim()))
+        .and_then(|j| serde_json::from_str(j).ok())
+        .unwrap_or_else(|| panic!("no holder JSON\n{}", run.transcript()));
+    eprintln!(
+        "pressure: writer status {}; driver: held physical_used {} events_pressure {} \
+         pauses {} events_overflow {}; device: max_physical_used {} of {} high_events {} \
+         overflow_events {} events_lost {}; holder ok {} mismatches {}",
+        flow_value(s, "writer_status").unwrap_or_default(),
+        flow_value(s, "held_physical_used").unwrap_or_default(),
+        flow_value(s, "writer_events_pressure").unwrap_or_default(),
+        flow_value(s, "writer_pauses").unwrap_or_default(),
+        flow_value(s, "writer_events_overflow").unwrap_or_default(),
+        u(&stats, "max_physical_used"),
+        u(&stats, "physical_capacity"),
+        u(&stats, "high_events"),
+        u(&stats, "overflow_events"),
+        u(&stats, "events_lost"),
+        holder["ok"],
+        holder["checksum_mismatches"],
+    );
+    assert_eq!(run.status.code(), Some(0), "{}", run.transcript());
+    // Crossed the high watermark (90% of 96 MiB).
+    assert!(
+        u(&stats, "max_physical_used") * 100 >= u(&stats, "physical_capacity") * 90,
+        "{stats}"
+    );
+    assert!(u(&stats, "high_events") >= 1, "{stats}");
+    assert!(flow_u64(s, "writer_events_pressure") > 0, "{s}");
+    assert_eq!(flow_u64(s, "held_events_pressure"), 0, "{s}");
+    // The holder survived and its data verified after the writer.
+    assert_eq!(flow_u64(s, "holder_status"), 0, "{s}");
+    assert_eq!(holder["ok"], Value::Bool(true), "{holder}");
+    let mism = &holder["checksum_mismatches"];
+    for k in ["after_write", "after_scan"] {
+        assert_eq!(mism[k].as_u64(), Some(0), "{k}: {holder}");
+    }
+    assert_eq!(u(&stats, "device_errors"), 0, "{stats}");
+    assert_eq!(u(&stats, "bad_requests"), 0, "{stats}");
+}

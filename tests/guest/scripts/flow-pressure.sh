@@ -1,0 +1,38 @@
+# flow.rs (pressure test), device with --physical-size 96M: a holder keeps
+# 32 MiB of text on node 1 (never OOM-killed), then an incompressible writer
+# goes past the high watermark.  The driver is told (events_pressure), pauses
+# the node, the writer ends (OOM killer or allocation failure), and the
+# holder's checksums must still verify.
+insmod /lib/modules/vcram/vcram.ko || exit 1
+# The OOM killer must take the writer, not this script.
+echo -1000 >/proc/$$/oom_score_adj
+for d in /sys/bus/virtio/devices/virtio*/vcram; do [ -d "$d" ] && V=$d; done
+st() { cat "$V/$1" 2>/dev/null || echo -1; }
+show() {
+	echo "flow: $1_physical_used=$(st physical_used) $1_capacity=$(st physical_capacity) $1_level=$(st pressure_level) $1_paused=$(st paused) $1_pauses=$(st pauses) $1_events_pressure=$(st events_pressure) $1_events_overflow=$(st events_overflow)"
+}
+show idle
+vcram-workload --node 1 --mib 32 --pattern text --seed 1 --oom-score-adj -1000 \
+	--hold --json >/tmp/holder.json 2>/tmp/holder.err &
+holder=$!
+i=0
+while [ "$i" -lt 120 ] && ! grep -q HOLD /tmp/holder.err; do
+	sleep 1
+	i=$((i + 1))
+done
+sleep 3
+show held
+wrc=0
+vcram-workload --node 1 --mib 160 --pattern random --seed 2 --oom-score-adj 1000 \
+	--free munmap >/tmp/writer.out 2>&1 || wrc=$?
+echo "flow: writer_status=$wrc"
+grep -E "^(not ok|# SIGBUS|# totals)" /tmp/writer.out | sed 's/^/flow: writer: /'
+show writer
+kill -USR1 "$holder"
+hrc=0
+wait "$holder" || hrc=$?
+echo "flow: holder_status=$hrc"
+echo "FLOW-HOLDER-JSON $(cat /tmp/holder.json)"
+show end
+dmesg | grep -E "vcram|Killed process" | tail -n 8 | sed 's/^/flow: dmesg: /'
+echo "flow: done"
