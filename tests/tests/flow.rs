@@ -332,6 +332,12 @@ fn only_bound_allocations_reach_the_node() {
         u(&bound, "stored_pages"),
         u(&bound, "scan_changed_pages"),
     );
+    for l in s
+        .lines()
+        .filter(|l| l.contains("flow: preferred: ") || l.contains("flow: interleave: "))
+    {
+        eprintln!("isolation: {}", l.trim_end());
+    }
     assert_eq!(flow_u64(s, "stress_status"), 0, "{s}");
     assert_eq!(flow_u64(s, "hog_status"), 0, "{s}");
     assert_eq!(after_hogs, before, "hogs reached node 1\n{s}");
@@ -387,6 +393,8 @@ fn pressure_is_reported_and_stored_data_survives() {
     );
     assert!(u(&stats, "high_events") >= 1, "{stats}");
     assert!(flow_u64(s, "writer_events_pressure") > 0, "{s}");
+    // The driver's answer to HIGH: it paused the node.
+    assert!(flow_u64(s, "writer_pauses") >= 1, "{s}");
     assert_eq!(flow_u64(s, "held_events_pressure"), 0, "{s}");
     // The holder survived and its data verified after the writer.
     assert_eq!(flow_u64(s, "holder_status"), 0, "{s}");

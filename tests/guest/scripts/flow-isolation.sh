@@ -20,9 +20,12 @@ echo "flow: hog_status=$rc"
 rc=0
 numactl --preferred=1 vcram-workload --policy none --node 0 --mib 48 --pattern text >/tmp/pref.out 2>&1 || rc=$?
 echo "flow: preferred_status=$rc"
+# numactl may refuse a private node for --preferred; show why it failed.
+[ "$rc" -eq 0 ] || head -n 3 /tmp/pref.out | sed 's/^/flow: preferred: /'
 rc=0
 numactl --interleave=0,1 vcram-workload --policy none --node 0 --mib 48 --pattern text >/tmp/il.out 2>&1 || rc=$?
 echo "flow: interleave_status=$rc"
+[ "$rc" -eq 0 ] || head -n 3 /tmp/il.out | sed 's/^/flow: interleave: /'
 echo "flow: node1_used_kb_after_hogs=$(used1)"
 echo "FLOW-HOGS-DONE"
 sleep 6
