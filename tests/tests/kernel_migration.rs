@@ -1,0 +1,37 @@
+//! The kernel's own mm migration selftest (`tools/testing/selftests/mm/migration.c`
+//! of the guest kernel's tree, built into the initramfs as `mm-migration`) run
+//! against the series' private node 1: `tests/guest/scripts/mm-migration.sh`
+//! runs it without the test owner module, with caps=3 (MEMPOLICY|USER_MIGRATE)
+//! and with caps=1 (no USER_MIGRATE) and asserts what it does with node 1.
+
+use vcram_e2e::guest::{require_platform, Launch};
+use vcram_e2e::repo_root;
+
+#[test]
+fn kernel_mm_migration_selftest_with_private_node() {
+    require_platform();
+    let script = std::fs::read_to_string(repo_root().join("tests/guest/scripts/mm-migration.sh"))
+        .expect("script");
+    // The selftest skips every case with fewer than 3 CPUs.
+    let run = Launch::new()
+        .arg("--smp")
+        .arg("3")
+        .timeout(900)
+        .run_script(&script)
+        .expect("launch");
+    let report = run
+        .ktap()
+        .unwrap_or_else(|| panic!("no KTAP\n{}", run.transcript()));
+    report
+        .all_passed()
+        .unwrap_or_else(|e| panic!("{e}\n{}", run.transcript()));
+    assert_eq!(report.cases.len(), 14);
+    assert_eq!(run.status.code(), Some(0), "{}", run.transcript());
+    for bad in ["BUG:", "WARNING:", "bad page", "Kernel panic"] {
+        assert!(
+            !run.serial.contains(bad),
+            "console shows {bad:?}\n{}",
+            run.serial
+        );
+    }
+}
