@@ -15,7 +15,7 @@ pub fn release_binary(name: &str) -> PathBuf {
     let path = repo_root().join("target/release").join(name);
     assert!(
         path.exists(),
-        "{} is missing: build it with `cargo build --release -p vcram-device` (scripts/test does)",
+        "{} is missing: build it with `cargo build --release -p vcram-device -p vcram-guest` (scripts/test does)",
         path.display()
     );
     path
