@@ -19,19 +19,6 @@ fn kernel_mm_migration_selftest_with_private_node() {
         .timeout(900)
         .run_script(&script)
         .expect("launch");
-    let report = run
-        .ktap()
-        .unwrap_or_else(|| panic!("no KTAP\n{}", run.transcript()));
-    report
-        .all_passed()
-        .unwrap_or_else(|e| panic!("{e}\n{}", run.transcript()));
-    assert_eq!(report.cases.len(), 14);
-    assert_eq!(run.status.code(), Some(0), "{}", run.transcript());
-    for bad in ["BUG:", "WARNING:", "bad page", "Kernel panic"] {
-        assert!(
-            !run.serial.contains(bad),
-            "console shows {bad:?}\n{}",
-            run.serial
-        );
-    }
+    run.expect_ktap_passed(14);
+    run.expect_clean_console();
 }
