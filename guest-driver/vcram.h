@@ -90,13 +90,11 @@ struct vcram {
 	/* Memory: the private node registration and its state */
 	struct node_private np;
 	struct memory_dev_type *mtype;	/* while added, if adistance set */
-	struct mutex lock;		/* added, paused, balloon */
+	struct mutex lock;		/* added, paused */
 	bool added;
 	bool orphaned;			/* device gone, memory still added */
 	bool paused;
 	int last_remove_err;
-	struct list_head balloon;	/* folios held while paused */
-	unsigned long balloon_pages;
 
 	/* requestq */
 	spinlock_t rq_lock;		/* rq, rq_dead */
@@ -111,12 +109,6 @@ struct vcram {
 	struct delayed_work flush_work;
 	atomic_long_t pages_pending;	/* kept and not yet released */
 	atomic_t freed_nr;		/* folios on the freed list */
-
-	/* Discarded folios parked (not released) while paused */
-	spinlock_t park_lock;
-	bool park;
-	struct list_head parked;
-	unsigned long parked_pages;
 
 	/* Migrations onto the node, to COMMIT */
 	spinlock_t commit_lock;
@@ -172,7 +164,6 @@ void vcram_release_folio(struct vcram *vc, struct folio *folio,
 void vcram_zero_release_folio(struct vcram *vc, struct folio *folio,
 			      unsigned int order);
 void vcram_pressure_work(struct work_struct *work);
-void vcram_release_parked(struct vcram *vc);
 
 /* vcram_req.c */
 void vcram_req_init(struct vcram *vc);

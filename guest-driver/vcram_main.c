@@ -242,7 +242,6 @@ static int vcram_probe(struct virtio_device *vdev)
 	vdev->priv = vc;
 	vc->nid = NUMA_NO_NODE;
 	mutex_init(&vc->lock);
-	INIT_LIST_HEAD(&vc->balloon);
 	INIT_WORK(&vc->pressure_work, vcram_pressure_work);
 	vcram_mem_init(vc);
 	vcram_req_init(vc);

@@ -7,13 +7,11 @@
  * discarded it; see vcram_req.c.  Migrate notification: folios migrated
  * onto the node are reported with COMMIT.
  *
- * Pressure: the series has no way to stop placement on a private node at
- * run time (capabilities are fixed while the node is registered).  While
- * the device reports a level at or above pause_level, the driver holds the
- * node's free memory itself: it allocates every free folio of the node
- * from the private zonelist (no reclaim) and parks discarded folios
- * instead of releasing them, so that user allocations and migrations onto
- * the node find no memory.  Resuming gives all of it back.
+ * Pressure: while the device reports a level at or above pause_level, the
+ * node is paused (node_private_set_paused()): allocations and migrations
+ * onto it fail at once, and a task bound only to the node gets SIGBUS on
+ * a fault that needs a new page.  What is stored stays; frees go on as
+ * usual.  Back below the level, placement resumes.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -78,29 +76,16 @@ void vcram_mem_init(struct vcram *vc)
 {
 	BUILD_BUG_ON(offsetof(struct llist_node, next) != 0);
 	init_llist_head(&vc->freed);
-	spin_lock_init(&vc->park_lock);
-	INIT_LIST_HEAD(&vc->parked);
 }
 
 /*
- * Hand a kept folio to the page allocator, or park it while placement is
- * paused.  Any context; callers give it folios whose device contents are
- * known to be zero.
+ * Hand a kept folio to the page allocator.  Any context; callers give it
+ * folios whose device contents are known to be zero.
  */
 void vcram_release_folio(struct vcram *vc, struct folio *folio,
 			 unsigned int order)
 {
 	unsigned long nr = 1UL << order;
-	unsigned long flags;
-
-	spin_lock_irqsave(&vc->park_lock, flags);
-	if (vc->park) {
-		list_add_tail(&folio->lru, &vc->parked);
-		vc->parked_pages += nr;
-		spin_unlock_irqrestore(&vc->park_lock, flags);
-		return;
-	}
-	spin_unlock_irqrestore(&vc->park_lock, flags);
 
 	folio->private = NULL;
 	node_private_release_folio(folio, order);
@@ -120,98 +105,24 @@ void vcram_zero_release_folio(struct vcram *vc, struct folio *folio,
 	vcram_release_folio(vc, folio, order);
 }
 
-/* Stop parking and release what was parked.  Process context. */
-void vcram_release_parked(struct vcram *vc)
-{
-	struct folio *folio, *next;
-	unsigned long flags;
-	LIST_HEAD(list);
-
-	spin_lock_irqsave(&vc->park_lock, flags);
-	vc->park = false;
-	list_splice_init(&vc->parked, &list);
-	vc->parked_pages = 0;
-	spin_unlock_irqrestore(&vc->park_lock, flags);
-
-	list_for_each_entry_safe(folio, next, &list, lru) {
-		list_del(&folio->lru);
-		vcram_release_folio(vc, folio,
-				    (unsigned int)(unsigned long)folio->private);
-		cond_resched();
-	}
-}
-
-/* Take every free folio of the node.  Called with vc->lock held. */
-static void vcram_balloon_fill(struct vcram *vc)
-{
-	/* No reclaim; down into the min reserve, which only users share. */
-	const gfp_t gfp = (GFP_HIGHUSER_MOVABLE & ~__GFP_RECLAIM) |
-			  __GFP_HIGH | __GFP_NOWARN | __GFP_NOMEMALLOC;
-	unsigned int order = min_t(unsigned int, pageblock_order,
-				   MAX_PAGE_ORDER);
-	struct folio *folio;
-
-	lockdep_assert_held(&vc->lock);
-	for (;;) {
-		if (READ_ONCE(vc->level) < vcram_pause_level)
-			break;
-		folio = __folio_alloc_zonelist(gfp, order, vc->nid, NULL,
-					       ALLOC_ZONELIST_PRIVATE);
-		if (!folio) {
-			if (!order)
-				break;
-			order = 0;
-			continue;
-		}
-		if (WARN_ON_ONCE(folio_nid(folio) != vc->nid)) {
-			folio_put(folio);
-			break;
-		}
-		list_add_tail(&folio->lru, &vc->balloon);
-		vc->balloon_pages += folio_nr_pages(folio);
-		cond_resched();
-	}
-}
-
-/* Give back the folios taken by vcram_balloon_fill(). */
-static void vcram_balloon_empty(struct vcram *vc)
-{
-	struct folio *folio, *next;
-
-	lockdep_assert_held(&vc->lock);
-	list_for_each_entry_safe(folio, next, &vc->balloon, lru) {
-		list_del(&folio->lru);
-		/* Goes through the free callback and a DISCARD. */
-		folio_put(folio);
-		cond_resched();
-	}
-	vc->balloon_pages = 0;
-}
-
 static void vcram_pause(struct vcram *vc)
 {
-	unsigned long flags;
-
 	lockdep_assert_held(&vc->lock);
-	spin_lock_irqsave(&vc->park_lock, flags);
-	vc->park = true;
-	spin_unlock_irqrestore(&vc->park_lock, flags);
+	node_private_set_paused(&vc->np, true);
 	vc->paused = true;
 	vcram_count(vc, VCRAM_STAT_PAUSES, 1);
-	vcram_balloon_fill(vc);
 	dev_warn(&vc->vdev->dev,
-		 "pressure level %d: no new memory on node %d (%lu free pages held)\n",
-		 READ_ONCE(vc->level), vc->nid, vc->balloon_pages);
+		 "pressure level %d: placement on node %d paused\n",
+		 READ_ONCE(vc->level), vc->nid);
 }
 
 static void vcram_resume(struct vcram *vc)
 {
 	lockdep_assert_held(&vc->lock);
+	node_private_set_paused(&vc->np, false);
 	vc->paused = false;
-	vcram_release_parked(vc);
-	vcram_balloon_empty(vc);
 	dev_info(&vc->vdev->dev,
-		 "pressure level %d: memory on node %d available again\n",
+		 "pressure level %d: placement on node %d resumed\n",
 		 READ_ONCE(vc->level), vc->nid);
 }
 
@@ -225,16 +136,15 @@ void vcram_pressure_work(struct work_struct *work)
 	       READ_ONCE(vc->level) >= READ_ONCE(vcram_pause_level);
 	if (want && !vc->paused)
 		vcram_pause(vc);
-	else if (want)
-		vcram_balloon_fill(vc);	/* memory freed to the buddy since */
-	else if (vc->paused)
+	else if (!want && vc->paused)
 		vcram_resume(vc);
 	mutex_unlock(&vc->lock);
 }
 
 /*
- * The device is gone but the memory could not be removed: give back what
- * a pause held.  Called after the queues are shut down.
+ * The device is gone but the memory could not be removed: nothing will
+ * report the end of the pressure, so resume placement now (freed pages are
+ * zeroed on the CPU from here on).  Called after the queues are shut down.
  */
 void vcram_mem_orphan(struct vcram *vc)
 {

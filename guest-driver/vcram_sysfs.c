@@ -122,16 +122,6 @@ static ssize_t paused_show(struct device *dev, struct device_attribute *attr,
 }
 static DEVICE_ATTR_RO(paused);
 
-static ssize_t held_pages_show(struct device *dev,
-			       struct device_attribute *attr, char *buf)
-{
-	struct vcram *vc = dev_to_vcram(dev);
-
-	return sysfs_emit(buf, "%lu\n", READ_ONCE(vc->balloon_pages) +
-			  READ_ONCE(vc->parked_pages));
-}
-static DEVICE_ATTR_RO(held_pages);
-
 static ssize_t node_show(struct device *dev, struct device_attribute *attr,
 			 char *buf)
 {
@@ -227,7 +217,6 @@ static struct attribute *vcram_attrs[] = {
 	&dev_attr_requests_inflight.attr,
 	&dev_attr_pressure_level.attr,
 	&dev_attr_paused.attr,
-	&dev_attr_held_pages.attr,
 	&dev_attr_node.attr,
 	&dev_attr_caps.attr,
 	&dev_attr_last_event_seq.attr,

@@ -1,16 +1,24 @@
 /*
- * Quick guest checks for private memory nodes, used to boot-test the series
- * (not part of it, not run by CI). Build: gcc -O2 -static -o ptest ptest.c
+ * Guest checks for private memory nodes (not part of the series; built into
+ * the test initramfs, run by tests/guest/scripts/private-node.sh).
+ * Build: gcc -O2 -static -o ptest ptest.c
  *   ptest [nomigrate]      mbind/move_pages checks against node 1, TAP-like
  *   ptest hog MiB [hold]   touch MiB of anonymous memory, print pages per node
+ *   ptest thp MiB          the same with MADV_HUGEPAGE on a 2 MiB aligned range,
+ *                          also prints how many pages were in huge pages
+ *   ptest paused FILE      pause node 1 by writing 1 to FILE (the test owner's
+ *                          debugfs "paused"), check what a pause does, resume
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define MPOL_DEFAULT 0
@@ -64,6 +72,138 @@ static int hog(long mb, int hold)
 	return 0;
 }
 
+/* Pages of [p, p + MiB) in huge pages, from /proc/self/smaps. */
+static long thp_pages(char *p)
+{
+	unsigned long start, end;
+	char line[256];
+	FILE *f = fopen("/proc/self/smaps", "r");
+	long kb = -1;
+	int in = 0;
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		/* "start-end perms ..." starts a VMA; "Key: value" lines follow */
+		if (sscanf(line, "%lx-%lx ", &start, &end) == 2)
+			in = start == (unsigned long)p;
+		else if (in && sscanf(line, "AnonHugePages: %ld kB", &kb) == 1)
+			break;
+	}
+	fclose(f);
+	return kb < 0 ? -1 : kb / 4;
+}
+
+static int thp(long mb)
+{
+	long pages = mb * 256, i;
+	size_t len = pages * 4096, align = 2 << 20;
+	char *raw = mmap(NULL, len + align, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *p;
+
+	if (raw == MAP_FAILED)
+		return 1;
+	p = (char *)(((unsigned long)raw + align - 1) & ~(align - 1));
+	madvise(p, len, MADV_HUGEPAGE);
+	for (i = 0; i < pages; i++)
+		p[i * 4096] = 1;
+	printf("thp: %ld MiB N0=%ld N1=%ld huge=%ld\n", mb, count_on(p, pages, 0),
+	       count_on(p, pages, 1), thp_pages(p));
+	return 0;
+}
+
+static int write_file(const char *path, const char *s)
+{
+	int fd = open(path, O_WRONLY);
+	int ok = fd >= 0 && write(fd, s, strlen(s)) == (ssize_t)strlen(s);
+
+	if (fd >= 0)
+		close(fd);
+	return ok ? 0 : -1;
+}
+
+/* Touch one page of a BIND{1} range in a child; returns its wait status. */
+static int touch_in_child(void)
+{
+	pid_t pid = fork();
+	int status = 0;
+
+	if (pid == 0) {
+		char *c = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+		if (c == MAP_FAILED || mbind_(c, 4096, MPOL_BIND, 1UL << 1, 0))
+			_exit(2);
+		c[0] = 1;
+		_exit(count_on(c, 1, 1) == 1 ? 0 : 1);
+	}
+	if (pid < 0 || waitpid(pid, &status, 0) != pid)
+		return -1;
+	return status;
+}
+
+/* What a pause of node 1 does; the owner's debugfs file @ctl pauses it. */
+static int paused(const char *ctl)
+{
+	long pages = 1024, i, r, bad;
+	size_t len = pages * 4096;
+	char *d = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *q = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *e = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	void **addrs = malloc(pages * sizeof(void *));
+	int *nodes = malloc(pages * sizeof(int));
+	int *status = malloc(pages * sizeof(int));
+	int st, fd;
+
+	/* Data stored on node 1 before the pause. */
+	mbind_(d, len, MPOL_BIND, 1UL << 1, 0);
+	for (i = 0; i < (long)len; i++)
+		d[i] = (char)(i * 7 + 3);
+	r = write_file(ctl, "1");
+	check(r == 0, "pause node 1 through the owner", r);
+
+	st = touch_in_child();
+	check(st >= 0 && WIFSIGNALED(st) && WTERMSIG(st) == SIGBUS,
+	      "paused: a new page under BIND{1} is SIGBUS", st);
+
+	mbind_(e, 4096, MPOL_BIND, 1UL << 1, 0);
+	fd = open("/dev/zero", O_RDONLY);
+	r = read(fd, e, 4096);
+	check(r == -1 && errno == EFAULT,
+	      "paused: read(2) into an untouched BIND{1} page is EFAULT", r < 0 ? -errno : r);
+	close(fd);
+
+	mbind_(q, len, MPOL_BIND, 3UL, 0);
+	memset(q, 1, len);
+	r = count_on(q, pages, 0);
+	check(r == pages, "paused: BIND{0,1} falls back to node 0", r);
+
+	memset(m, 2, len);
+	for (i = 0; i < pages; i++) {
+		addrs[i] = m + i * 4096;
+		nodes[i] = 1;
+	}
+	r = syscall(SYS_move_pages, 0, pages, addrs, nodes, status, 0);
+	st = errno;
+	printf("# paused move_pages: %ld errno %d\n", r, r ? st : 0);
+	check(r == -1 && st == ENOMEM && count_on(m, pages, 0) == pages,
+	      "paused: move_pages to node 1 is ENOMEM, pages stay on node 0", r ? -st : 0);
+
+	for (i = 0, bad = 0; i < (long)len; i++)
+		bad += d[i] != (char)(i * 7 + 3);
+	r = count_on(d, pages, 1);
+	check(bad == 0 && r == pages, "paused: data already on node 1 stays there, intact", bad);
+
+	r = write_file(ctl, "0");
+	st = touch_in_child();
+	check(r == 0 && st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "resumed: a new page under BIND{1} lands on node 1", st);
+	printf("1..%d\n", n);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	long pages = 4096, r;
@@ -72,6 +212,10 @@ int main(int argc, char **argv)
 
 	if (argc > 2 && !strcmp(argv[1], "hog"))
 		return hog(atol(argv[2]), argc > 3);
+	if (argc > 2 && !strcmp(argv[1], "thp"))
+		return thp(atol(argv[2]));
+	if (argc > 2 && !strcmp(argv[1], "paused"))
+		return paused(argv[2]);
 
 	/* BIND to node 1 */
 	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

@@ -71,7 +71,7 @@ fn driver_binds_places_discards_and_reports() {
 #[test]
 fn pressure_pauses_the_node_and_keeps_stored_data() {
     let (run, dev) = run_suite("vcram-pressure.sh", &["--physical-size", "96M"], 900);
-    assert_ktap_passed(&run, &dev, 7);
+    assert_ktap_passed(&run, &dev, 8);
     let stats = dev.stats().expect("stats");
     assert!(stats["high_events"].as_u64().unwrap_or(0) >= 1, "{stats}");
 }

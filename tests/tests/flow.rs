@@ -396,6 +396,10 @@ fn pressure_is_reported_and_stored_data_survives() {
     // The driver's answer to HIGH: it paused the node.
     assert!(flow_u64(s, "writer_pauses") >= 1, "{s}");
     assert_eq!(flow_u64(s, "held_events_pressure"), 0, "{s}");
+    // Paused: the writer's next fault on the node got SIGBUS (vcram-workload
+    // exits 3), and nothing was OOM-killed.
+    assert_eq!(flow_u64(s, "writer_status"), 3, "{s}");
+    assert_eq!(flow_u64(s, "oom_kills"), 0, "{s}");
     // The holder survived and its data verified after the writer.
     assert_eq!(flow_u64(s, "holder_status"), 0, "{s}");
     assert_eq!(holder["ok"], Value::Bool(true), "{holder}");

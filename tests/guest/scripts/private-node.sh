@@ -5,7 +5,7 @@ KO=$(ls /lib/modules/*/kernel/mm/test_private_node.ko 2>/dev/null | head -n1)
 D=/sys/kernel/debug/test_private_node
 N1=/sys/devices/system/node/node1/meminfo
 NODES=/sys/devices/system/node
-PLAN=22
+PLAN=31
 n=0
 fails=0
 ok() { n=$((n + 1)); echo "ok $n $1"; }
@@ -53,6 +53,11 @@ check "a hog with no policy is OOM-killed and never gets node 1" \
 	[ "$rc" -ne 0 -a "$(n1 AnonPages)" = 0 ]
 timeout 30 stress-ng --vm 1 --vm-bytes 64M --timeout 3 -q >/dev/null 2>&1
 check "stress-ng --vm without policy leaves node 1 empty" [ "$(n1 AnonPages)" = 0 ]
+ptest thp 256 >/tmp/thp 2>&1
+echo "# $(cat /tmp/thp); node1 AnonHugePages $(n1 AnonHugePages) AnonPages $(n1 AnonPages)"
+thp_huge=$(sed -n 's/.*huge=\([0-9-]*\).*/\1/p' /tmp/thp)
+check "THP pressure (256 MiB MADV_HUGEPAGE, no policy) gets huge pages, none on node 1" \
+	[ "$(hog_n1 /tmp/thp)" = 0 -a "${thp_huge:-0}" -gt 0 -a "$(n1 AnonHugePages)" = 0 -a "$(n1 AnonPages)" = 0 ]
 
 # --- mbind / move_pages (ptest prints TAP lines: relabel them) ---------------
 ptest >/tmp/ptest 2>&1
@@ -66,6 +71,21 @@ for what in "all touched pages of BIND{1} are on node 1" \
 	"move_pages to node 1"; do
 	if grep -F "$what" /tmp/ptest | grep -q '^ok'; then ok "$what"; else notok "$what"; fi
 done
+
+# --- the owner pauses placement (node_private_set_paused) ---------------------
+ooms=$(dmesg | grep -c "Killed process")
+ptest paused "$D/paused" >/tmp/ptest 2>&1
+sed 's/^/# ptest: /' /tmp/ptest
+for what in "paused: a new page under BIND{1} is SIGBUS" \
+	"paused: read(2) into an untouched BIND{1} page is EFAULT" \
+	"paused: BIND{0,1} falls back to node 0" \
+	"paused: move_pages to node 1 is ENOMEM, pages stay on node 0" \
+	"paused: data already on node 1 stays there, intact" \
+	"resumed: a new page under BIND{1} lands on node 1"; do
+	if grep -F "$what" /tmp/ptest | grep -q '^ok'; then ok "$what"; else notok "$what"; fi
+done
+check "a pause kills nothing (no OOM killer)" [ "$(dmesg | grep -c "Killed process")" = "$ooms" ]
+check "node 1 is no longer paused" [ "$(cat "$D/paused")" = 0 ]
 
 # --- numactl, migratepages ----------------------------------------------------
 numactl --membind=1 ptest hog 64 >/tmp/hog 2>&1
