@@ -53,7 +53,12 @@ check "a hog with no policy is OOM-killed and never gets node 1" \
 	[ "$rc" -ne 0 -a "$(n1 AnonPages)" = 0 ]
 timeout 30 stress-ng --vm 1 --vm-bytes 64M --timeout 3 -q >/dev/null 2>&1
 check "stress-ng --vm without policy leaves node 1 empty" [ "$(n1 AnonPages)" = 0 ]
+# The kernel turns THP off on guests under 512 MiB: turn it on for MADV_HUGEPAGE.
+T=/sys/kernel/mm/transparent_hugepage
+echo madvise >$T/enabled
+echo madvise >$T/defrag
 ptest thp 256 >/tmp/thp 2>&1
+echo never >$T/enabled
 echo "# $(cat /tmp/thp); node1 AnonHugePages $(n1 AnonHugePages) AnonPages $(n1 AnonPages)"
 thp_huge=$(sed -n 's/.*huge=\([0-9-]*\).*/\1/p' /tmp/thp)
 check "THP pressure (256 MiB MADV_HUGEPAGE, no policy) gets huge pages, none on node 1" \
