@@ -554,6 +554,7 @@ impl Device {
         s.events_generated = q.generated;
         s.events_delivered = q.delivered;
         s.events_lost = q.lost;
+        s.events_merged = q.merged;
         s.events_pending = q.len() as u64;
         s
     }

@@ -94,6 +94,8 @@ pub struct Snapshot {
     pub events_generated: u64,
     pub events_delivered: u64,
     pub events_lost: u64,
+    /// OVERFLOW events merged into a waiting record (contiguous runs).
+    pub events_merged: u64,
     pub events_pending: u64,
     pub bad_requests: u64,
     pub rejects: BTreeMap<String, u64>,
@@ -338,8 +340,12 @@ pub fn render_table(s: &Snapshot) -> String {
     row(
         "events",
         format!(
-            "{} generated, {} delivered, {} pending, {} lost",
-            s.events_generated, s.events_delivered, s.events_pending, s.events_lost
+            "{} generated, {} delivered, {} pending, {} lost, {} merged",
+            s.events_generated,
+            s.events_delivered,
+            s.events_pending,
+            s.events_lost,
+            s.events_merged
         ),
     );
     let nonzero: Vec<String> = s
@@ -565,6 +571,12 @@ pub fn render_prometheus(s: &Snapshot) -> String {
             "events dropped (no buffer)",
             c,
             s.events_lost as f64,
+        ),
+        (
+            "vcram_events_merged_total",
+            "OVERFLOW events merged into a waiting one",
+            c,
+            s.events_merged as f64,
         ),
         (
             "vcram_bad_requests_total",
