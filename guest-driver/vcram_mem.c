@@ -11,7 +11,7 @@
  * node is paused (node_private_set_paused()): allocations and migrations
  * onto it fail at once, and a task bound only to the node gets SIGBUS on
  * a fault that needs a new page.  What is stored stays; frees go on as
- * usual.  Back below the level, placement resumes.
+ * usual.  Placement resumes when the device reports NORMAL again.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -129,11 +129,14 @@ static void vcram_resume(struct vcram *vc)
 void vcram_pressure_work(struct work_struct *work)
 {
 	struct vcram *vc = container_of(work, struct vcram, pressure_work);
+	unsigned int pause_level = READ_ONCE(vcram_pause_level);
+	int level = READ_ONCE(vc->level);
 	bool want;
 
 	mutex_lock(&vc->lock);
-	want = vc->added && !vc->orphaned &&
-	       READ_ONCE(vc->level) >= READ_ONCE(vcram_pause_level);
+	/* Pause at pause_level; once paused, resume only back at NORMAL. */
+	want = vc->added && !vc->orphaned && pause_level <= VCRAM_LEVEL_HIGH &&
+	       (vc->paused ? level > VCRAM_LEVEL_NORMAL : level >= (int)pause_level);
 	if (want && !vc->paused)
 		vcram_pause(vc);
 	else if (!want && vc->paused)
