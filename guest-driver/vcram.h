@@ -164,6 +164,7 @@ void vcram_release_folio(struct vcram *vc, struct folio *folio,
 void vcram_zero_release_folio(struct vcram *vc, struct folio *folio,
 			      unsigned int order);
 void vcram_pressure_work(struct work_struct *work);
+void vcram_queue_pressure(struct vcram *vc);
 
 /* vcram_req.c */
 void vcram_req_init(struct vcram *vc);

@@ -86,7 +86,7 @@ static void vcram_set_level(struct vcram *vc, u32 level)
 			 vcram_level_names[READ_ONCE(vc->level)],
 			 vcram_level_names[level]);
 	WRITE_ONCE(vc->level, level);
-	queue_work(vc->wq, &vc->pressure_work);
+	vcram_queue_pressure(vc);
 }
 
 /* Events were lost: take the level from the config space instead. */

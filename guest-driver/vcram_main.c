@@ -294,12 +294,13 @@ static int vcram_probe(struct virtio_device *vdev)
 		goto err_reset;
 
 	/* Apply a pressure level reported before the memory was added. */
-	queue_work(vc->wq, &vc->pressure_work);
+	vcram_queue_pressure(vc);
 	vcram_debugfs_init(vc);
 	return 0;
 
 err_reset:
 	vcram_stop_device(vc);
+	cancel_work_sync(&vc->pressure_work);
 err_wq:
 	destroy_workqueue(vc->wq);
 err_free:

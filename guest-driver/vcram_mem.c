@@ -126,6 +126,16 @@ static void vcram_resume(struct vcram *vc)
 		 READ_ONCE(vc->level), vc->nid);
 }
 
+/*
+ * The pressure work takes vc->lock, which vcram_mem_remove() holds while it
+ * flushes and waits for work on vc->wq (a WQ_MEM_RECLAIM queue, whose
+ * rescuer runs its items one by one): it runs on a system queue instead.
+ */
+void vcram_queue_pressure(struct vcram *vc)
+{
+	queue_work(system_unbound_wq, &vc->pressure_work);
+}
+
 void vcram_pressure_work(struct work_struct *work)
 {
 	struct vcram *vc = container_of(work, struct vcram, pressure_work);
@@ -244,7 +254,7 @@ int vcram_mem_remove(struct vcram *vc)
 			 ret, ret == -EBUSY ? ", pages in use" : "");
 		mutex_unlock(&vc->lock);
 		/* Pause again if the pressure asks for it. */
-		queue_work(vc->wq, &vc->pressure_work);
+		vcram_queue_pressure(vc);
 		return ret;
 	}
 	vc->added = false;

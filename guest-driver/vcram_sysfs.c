@@ -165,7 +165,7 @@ static ssize_t online_store(struct device *dev, struct device_attribute *attr,
 		ret = vc->added ? 0 : vcram_mem_add(vc);
 		mutex_unlock(&vc->lock);
 		if (!ret)
-			queue_work(vc->wq, &vc->pressure_work);
+			vcram_queue_pressure(vc);
 	} else {
 		ret = vcram_mem_remove(vc);
 	}

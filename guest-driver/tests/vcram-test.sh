@@ -124,7 +124,12 @@ check "mbind(MPOL_BIND) workload lands on node $NODE" test "$rc" -eq 0
 # 7: hold memory on the node, check it is used there
 vcram-membind "$NODE" "$MB" 30 text >/tmp/holder.out 2>&1 &
 holder=$!
-sleep 4
+# until it has written everything (it prints its placement before holding)
+i=0
+while [ "$i" -lt 120 ] && ! grep -q "^pages=" /tmp/holder.out; do
+	sleep 1
+	i=$((i + 1))
+done
 free_during=$(node_mem_kb MemFree)
 used_kb=$((free_before - free_during))
 echo "# node $NODE MemFree before ${free_before} kB, with holder ${free_during} kB"
