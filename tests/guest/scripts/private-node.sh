@@ -14,6 +14,17 @@ check() { d=$1; shift; if "$@"; then ok "$d"; else notok "$d"; fi; }
 n1() { awk -v k="$1:" '$3 == k { print $4 }' "$N1"; }
 stat() { awk -v k="$1" '$1 == k { print $2 }' "$D/stats"; }
 settle() { sleep 1; echo 1 >"$D/flush"; sleep 1; }
+# ptest ARGS...; then one case per DESC: ok if ptest printed an "ok" line with it
+ptest_cases() {
+	args=$1
+	shift
+	# shellcheck disable=SC2086 # ARGS is a word list
+	ptest $args >/tmp/ptest 2>&1
+	sed 's/^/# ptest: /' /tmp/ptest
+	for what in "$@"; do
+		if grep -F "$what" /tmp/ptest | grep -q '^ok'; then ok "$what"; else notok "$what"; fi
+	done
+}
 # pages of a hog on node 1: "hog: 64 MiB N0=.. N1=.."
 hog_n1() { sed -n 's/.*N1=\([0-9-]*\).*/\1/p' "$1"; }
 
@@ -65,30 +76,22 @@ check "THP pressure (256 MiB MADV_HUGEPAGE, no policy) gets huge pages, none on 
 	[ "$(hog_n1 /tmp/thp)" = 0 -a "${thp_huge:-0}" -gt 0 -a "$(n1 AnonHugePages)" = 0 -a "$(n1 AnonPages)" = 0 ]
 
 # --- mbind / move_pages (ptest prints TAP lines: relabel them) ---------------
-ptest >/tmp/ptest 2>&1
-sed 's/^/# ptest: /' /tmp/ptest
-for what in "all touched pages of BIND{1} are on node 1" \
+ptest_cases "" "all touched pages of BIND{1} are on node 1" \
 	"BIND{0,1} pages are on node 0 or 1" \
 	"mbind(MPOL_PREFERRED, {1}) is EINVAL" \
 	"mbind(MPOL_INTERLEAVE, {1}) is EINVAL" \
 	"INTERLEAVE{0,1} never uses node 1" \
 	"mode with bit 5 is EINVAL" \
-	"move_pages to node 1"; do
-	if grep -F "$what" /tmp/ptest | grep -q '^ok'; then ok "$what"; else notok "$what"; fi
-done
+	"move_pages to node 1"
 
 # --- the owner pauses placement (node_private_set_paused) ---------------------
 ooms=$(dmesg | grep -c "Killed process")
-ptest paused "$D/paused" >/tmp/ptest 2>&1
-sed 's/^/# ptest: /' /tmp/ptest
-for what in "paused: a new page under BIND{1} is SIGBUS" \
+ptest_cases "paused $D/paused" "paused: a new page under BIND{1} is SIGBUS" \
 	"paused: read(2) into an untouched BIND{1} page is EFAULT" \
 	"paused: BIND{0,1} falls back to node 0" \
 	"paused: move_pages to node 1 is ENOMEM, pages stay on node 0" \
 	"paused: data already on node 1 stays there, intact" \
-	"resumed: a new page under BIND{1} lands on node 1"; do
-	if grep -F "$what" /tmp/ptest | grep -q '^ok'; then ok "$what"; else notok "$what"; fi
-done
+	"resumed: a new page under BIND{1} lands on node 1"
 check "a pause kills nothing (no OOM killer)" [ "$(dmesg | grep -c "Killed process")" = "$ooms" ]
 check "node 1 is no longer paused" [ "$(cat "$D/paused")" = 0 ]
 
