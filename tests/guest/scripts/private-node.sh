@@ -57,9 +57,11 @@ find / -xdev >/dev/null 2>&1
 echo "# node1 after page cache + slab pressure: FilePages $(n1 FilePages) Slab $(n1 Slab) AnonPages $(n1 AnonPages)"
 check "page cache and slab pressure leave node 1 empty" \
 	[ "$(n1 FilePages)" = 0 -a "$(n1 Slab)" = 0 -a "$(n1 AnonPages)" = 0 ]
-ptest hog 700 >/tmp/hog 2>&1
+# more than node 0 has (its MemTotal + 64 MiB)
+hog_mib=$(($(awk '$3 == "MemTotal:" { print $4 }' $NODES/node0/meminfo) / 1024 + 64))
+ptest hog $hog_mib >/tmp/hog 2>&1
 rc=$?
-echo "# unbound hog of 700 MiB: rc=$rc $(cat /tmp/hog) node1 AnonPages $(n1 AnonPages)"
+echo "# unbound hog of $hog_mib MiB: rc=$rc $(cat /tmp/hog) node1 AnonPages $(n1 AnonPages)"
 check "a hog with no policy is OOM-killed and never gets node 1" \
 	[ "$rc" -ne 0 -a "$(n1 AnonPages)" = 0 ]
 timeout 30 stress-ng --vm 1 --vm-bytes 64M --timeout 3 -q >/dev/null 2>&1
