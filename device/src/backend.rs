@@ -12,7 +12,7 @@ use virtio_bindings::bindings::virtio_ring::{
     VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
 };
 use virtio_queue::QueueT;
-use vm_memory::{ByteValued, GuestAddressSpace};
+use vm_memory::{ByteValued, GuestAddressSpace, GuestMemoryLoadGuard};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
@@ -23,11 +23,14 @@ use crate::protocol::*;
 use crate::request::Desc;
 use crate::rl_warn;
 use crate::stats;
-use crate::window::GM;
+use crate::window::{GuestMem, GM};
 
 /// Epoll id of the device's own notification eventfd (ids 0..=NUM_QUEUES are taken by the
 /// queues and the exit event).
 pub const NOTIFY_EVENT: u16 = NUM_QUEUES as u16 + 1;
+
+/// Guest memory as a queue is served from it.
+type Mem = GuestMemoryLoadGuard<GuestMem>;
 
 pub struct VcramBackend {
     pub dev: Arc<Device>,
@@ -69,7 +72,25 @@ impl VcramBackend {
         }
     }
 
-    fn process_requests(&self, vring: &VringRwLock<GM>) -> io::Result<()> {
+    /// Take the next chain off the queue: its head index and its descriptors.
+    fn pop_chain(vring: &VringRwLock<GM>, mem: &Mem) -> Option<(u16, Vec<Desc>)> {
+        let chain = vring
+            .get_mut()
+            .get_queue_mut()
+            .pop_descriptor_chain(mem.clone())?;
+        Some((chain.head_index(), Self::collect(chain)))
+    }
+
+    /// Serve a queue: `drain` takes the chains it can (through `pop_chain`) and returns whether
+    /// it completed any and whether it still has work for more chains. The used ring is then
+    /// signalled if the driver wants it; with EVENT_IDX, notifications are re-enabled and the
+    /// queue drained again as long as the driver added chains meanwhile.
+    fn serve_queue(
+        &self,
+        vring: &VringRwLock<GM>,
+        queue: u16,
+        mut drain: impl FnMut(&Mem) -> (bool, bool),
+    ) -> io::Result<()> {
         let Some(gm) = self.dev.mem() else {
             return Ok(());
         };
@@ -79,33 +100,34 @@ impl VcramBackend {
                 vring.disable_notification().map_err(io::Error::other)?;
             }
             let mem = gm.memory();
-            let mut used = false;
-            loop {
-                let chain = vring
-                    .get_mut()
-                    .get_queue_mut()
-                    .pop_descriptor_chain(mem.clone());
-                let Some(chain) = chain else { break };
-                let head = chain.head_index();
-                let descs = Self::collect(chain);
-                let len = self.dev.handle_request(&descs, &*mem);
-                self.add_used(vring, head, len);
-                used = true;
-            }
+            let (used, pending) = drain(&mem);
             if used && vring.needs_notification().map_err(io::Error::other)? {
                 vring.signal_used_queue()?;
             }
-            if !event_idx || !vring.enable_notification().map_err(io::Error::other)? {
+            if !event_idx || !pending || !vring.enable_notification().map_err(io::Error::other)? {
                 break;
             }
             if !used {
                 // The avail index says there is work, yet no chain could be taken: the driver
                 // corrupted its avail ring. Stop here instead of spinning; the next kick retries.
-                self.broken_ring(REQUEST_QUEUE);
+                self.broken_ring(queue);
                 break;
             }
         }
         Ok(())
+    }
+
+    fn process_requests(&self, vring: &VringRwLock<GM>) -> io::Result<()> {
+        self.serve_queue(vring, REQUEST_QUEUE, |mem| {
+            let mut used = false;
+            while let Some((head, descs)) = Self::pop_chain(vring, mem) {
+                let len = self.dev.handle_request(&descs, &**mem);
+                self.add_used(vring, head, len);
+                used = true;
+            }
+            // Every chain is a request: there is always work for more.
+            (used, true)
+        })
     }
 
     fn broken_ring(&self, queue: u16) {
@@ -117,75 +139,50 @@ impl VcramBackend {
     }
 
     fn deliver_events(&self, vring: &VringRwLock<GM>) -> io::Result<()> {
-        let Some(gm) = self.dev.mem() else {
-            return Ok(());
-        };
         {
             let st = vring.get_ref();
             if !st.get_queue().ready() || !st.is_enabled() {
                 return Ok(());
             }
         }
-        let event_idx = self.event_idx.load(Ordering::Relaxed);
-        loop {
-            if event_idx {
-                vring.disable_notification().map_err(io::Error::other)?;
-            }
-            let mem = gm.memory();
+        self.serve_queue(vring, EVENT_QUEUE, |mem| {
             let mut used = false;
-            let pending;
-            {
-                let mut q = self.dev.events.lock().unwrap_or_else(|e| e.into_inner());
-                while let Some(rec) = q.peek() {
-                    let chain = vring
-                        .get_mut()
-                        .get_queue_mut()
-                        .pop_descriptor_chain(mem.clone());
-                    let Some(chain) = chain else { break };
-                    let head = chain.head_index();
-                    let descs = Self::collect(chain);
-                    let readable = descs.iter().any(|d| !d.writable);
-                    let room = crate::request::writable_len(&descs);
-                    let written = if readable
-                        || descs.len() > VCRAM_MAX_CHAIN_DESCS
-                        || room < VCRAM_EVENT_SIZE as u64
-                    {
-                        None
-                    } else {
-                        crate::request::scatter(&descs, &*mem, rec.as_slice())
-                    };
-                    match written {
-                        Some(n) => {
-                            if self.add_used(vring, head, n) {
-                                q.pop_delivered();
-                            }
-                        }
-                        None => {
-                            stats::inc(&self.dev.dc.bad_event_buffers, 1);
-                            rl_warn!(
-                                self.dev.warn,
-                                "unusable eventq buffer (head {head}: {} descriptors, {room} writable bytes, readable part: {readable}); returned unused",
-                                descs.len()
-                            );
-                            self.add_used(vring, head, 0);
+            let mut q = self.dev.events.lock().unwrap_or_else(|e| e.into_inner());
+            while let Some(rec) = q.peek() {
+                let Some((head, descs)) = Self::pop_chain(vring, mem) else {
+                    break;
+                };
+                let readable = descs.iter().any(|d| !d.writable);
+                let room = crate::request::writable_len(&descs);
+                let written = if readable
+                    || descs.len() > VCRAM_MAX_CHAIN_DESCS
+                    || room < VCRAM_EVENT_SIZE as u64
+                {
+                    None
+                } else {
+                    crate::request::scatter(&descs, &**mem, rec.as_slice())
+                };
+                match written {
+                    Some(n) => {
+                        if self.add_used(vring, head, n) {
+                            q.pop_delivered();
                         }
                     }
-                    used = true;
+                    None => {
+                        stats::inc(&self.dev.dc.bad_event_buffers, 1);
+                        rl_warn!(
+                            self.dev.warn,
+                            "unusable eventq buffer (head {head}: {} descriptors, {room} writable bytes, readable part: {readable}); returned unused",
+                            descs.len()
+                        );
+                        self.add_used(vring, head, 0);
+                    }
                 }
-                pending = !q.is_empty();
+                used = true;
             }
-            if used && vring.needs_notification().map_err(io::Error::other)? {
-                vring.signal_used_queue()?;
-            }
-            if !event_idx || !pending || !vring.enable_notification().map_err(io::Error::other)? {
-                break;
-            }
-            if !used {
-                self.broken_ring(EVENT_QUEUE);
-                break;
-            }
-        }
-        Ok(())
+            // Events left over want more buffers.
+            (used, !q.is_empty())
+        })
     }
 }
 
