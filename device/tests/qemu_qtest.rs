@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{text_page, Daemon};
+use common::{random_page, text_page, Daemon};
 use vcram_device::protocol::*;
 
 const WIN_BASE: u64 = 0x1_0000_0000;
@@ -33,6 +33,15 @@ impl Drop for Qemu {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The QEMU command, or None after saying why the test is skipped.
+fn qemu_or_skip() -> Option<Command> {
+    let cmd = qemu_command();
+    if cmd.is_none() {
+        println!("no QEMU found (set VCRAM_QEMU or run scripts/setup): skipped");
+    }
+    cmd
 }
 
 fn qemu_command() -> Option<Command> {
@@ -206,18 +215,8 @@ fn ring_addrs(q: u16) -> (u64, u64, u64) {
 
 #[test]
 fn real_qemu_vhost_user_test_device() {
-    let Some(cmd) = qemu_command() else {
-        println!("no QEMU found (set VCRAM_QEMU or run scripts/setup): skipped");
-        return;
-    };
-    let d = Daemon::start(&[
-        "--window-base",
-        "0x100000000",
-        "--window-size",
-        "256M",
-        "--physical-size",
-        "64M",
-    ]);
+    let Some(cmd) = qemu_or_skip() else { return };
+    let d = daemon(&["--physical-size", "64M"]);
     let mut q = Qemu::start(cmd, d.dir.path(), &d.socket, "");
 
     let caps = pci_setup(&mut q);
@@ -226,11 +225,9 @@ fn real_qemu_vhost_user_test_device() {
     let cfg0 = q.read(caps.device, 16);
     assert_eq!(&cfg0[0..4], b"VCRM");
     assert_eq!(u16::from_le_bytes([cfg0[4], cfg0[5]]), VCRAM_VERSION_MAJOR);
-    driver_ok(&mut q, &caps);
-
     // The window shows up in config space.
+    driver_ok(&mut q, &caps, &d);
     let dcfg = caps.device;
-    wait_window(&mut q, &d, dcfg);
     let cfg = q.read(dcfg, VCRAM_CONFIG_SIZE);
     let le64 = |o: usize| u64::from_le_bytes(cfg[o..o + 8].try_into().unwrap());
     let le32 = |o: usize| u32::from_le_bytes(cfg[o..o + 4].try_into().unwrap());
@@ -243,10 +240,7 @@ fn real_qemu_vhost_user_test_device() {
     // COMMIT a page written by the "guest", then DISCARD it.
     let page = WIN_BASE + 7 * 4096;
     q.write(page, &text_page(7));
-    let mut rq = Rq {
-        avail_idx: 0,
-        notify: notify[0],
-    };
+    let mut rq = Rq::new(notify[0]);
     let (len, r) = rq.submit(&mut q, VCRAM_REQ_COMMIT, &[(page, 1)]);
     assert_eq!(len, 24);
     assert_eq!(&r[0..4], &VCRAM_S_OK.to_le_bytes());
@@ -280,17 +274,13 @@ fn real_qemu_vhost_user_test_device() {
     for off in [0u64, 0x1000, 0x2000] {
         q.write(RING + off, &[0u8; 0x1000]);
     }
-    driver_ok(&mut q, &caps);
-    wait_window(&mut q, &d, dcfg);
+    driver_ok(&mut q, &caps, &d);
     assert_eq!(
         q.val(&format!("readl {:#x}", dcfg + 0x48)),
         1,
         "store lost on reset"
     );
-    let mut rq = Rq {
-        avail_idx: 0,
-        notify: notify[0],
-    };
+    let mut rq = Rq::new(notify[0]);
     let (len, r) = rq.submit(&mut q, VCRAM_REQ_DISCARD, &[(page2, 1)]);
     assert_eq!(len, 24);
     assert_eq!(&r[0..4], &VCRAM_S_OK.to_le_bytes());
@@ -416,8 +406,27 @@ fn virtio_init(q: &mut Qemu, caps: &Caps) -> [u64; 2] {
     notify
 }
 
-fn driver_ok(q: &mut Qemu, caps: &Caps) {
+/// Set DRIVER_OK and wait for the window in config space (QEMU sends the memory table then).
+fn driver_ok(q: &mut Qemu, caps: &Caps, d: &Daemon) {
     q.cmd(&format!("writeb {:#x} 15", caps.common + 0x14));
+    wait_window(q, d, caps.device);
+}
+
+/// The daemon serving the window QEMU's pc-dimm provides (WIN_BASE, WIN_SIZE), with `extra`.
+fn daemon(extra: &[&str]) -> Daemon {
+    let mut args = vec!["--window-base", "0x100000000", "--window-size", "256M"];
+    args.extend_from_slice(extra);
+    Daemon::start(&args)
+}
+
+/// Start QEMU against `d` and bring the device up as a driver does (PCI setup, virtio init,
+/// DRIVER_OK, the window in config space); returns the capabilities and notify addresses.
+fn boot(cmd: Command, d: &Daemon, chardev_opts: &str) -> (Qemu, Caps, [u64; 2]) {
+    let mut q = Qemu::start(cmd, d.dir.path(), &d.socket, chardev_opts);
+    let caps = pci_setup(&mut q);
+    let notify = virtio_init(&mut q, &caps);
+    driver_ok(&mut q, &caps, d);
+    (q, caps, notify)
 }
 
 fn wait_window(q: &mut Qemu, d: &Daemon, dcfg: u64) {
@@ -449,6 +458,13 @@ struct Rq {
 }
 
 impl Rq {
+    fn new(notify: u64) -> Rq {
+        Rq {
+            avail_idx: 0,
+            notify,
+        }
+    }
+
     fn submit(&mut self, q: &mut Qemu, t: u32, ranges: &[(u64, u32)]) -> (u32, Vec<u8>) {
         let (desc, avail, used) = ring_addrs(0);
         let buf = 0x20_0000u64;
@@ -498,23 +514,12 @@ impl Rq {
 #[test]
 #[ignore]
 fn real_qemu_backend_restart() {
-    let Some(cmd) = qemu_command() else {
-        println!("no QEMU found (set VCRAM_QEMU or run scripts/setup): skipped");
-        return;
-    };
-    let args = ["--window-base", "0x100000000", "--window-size", "256M"];
-    let d = Daemon::start(&args);
-    let mut q = Qemu::start(cmd, d.dir.path(), &d.socket, ",reconnect-ms=200");
-    let caps = pci_setup(&mut q);
-    let notify = virtio_init(&mut q, &caps);
-    driver_ok(&mut q, &caps);
-    wait_window(&mut q, &d, caps.device);
+    let Some(cmd) = qemu_or_skip() else { return };
+    let d = daemon(&[]);
+    let (mut q, _, notify) = boot(cmd, &d, ",reconnect-ms=200");
     let page = WIN_BASE + 3 * 4096;
     q.write(page, &text_page(3));
-    let mut rq = Rq {
-        avail_idx: 0,
-        notify: notify[0],
-    };
+    let mut rq = Rq::new(notify[0]);
     let (_, r) = rq.submit(&mut q, VCRAM_REQ_COMMIT, &[(page, 1)]);
     assert_eq!(&r[0..4], &VCRAM_S_OK.to_le_bytes());
     assert_eq!(d.stats().stored_pages, 1);
@@ -547,27 +552,17 @@ fn real_qemu_backend_restart() {
 /// QEMU exits and a new QEMU connects to the same daemon: a fresh device serves it.
 #[test]
 fn real_qemu_restart_gets_fresh_device() {
-    let Some(_) = qemu_command() else {
-        println!("no QEMU found (set VCRAM_QEMU or run scripts/setup): skipped");
-        return;
-    };
-    let d = Daemon::start(&["--window-base", "0x100000000", "--window-size", "256M"]);
+    let Some(_) = qemu_or_skip() else { return };
+    let d = daemon(&[]);
     let page = WIN_BASE + 11 * 4096;
     for round in 0..2u64 {
-        let mut q = Qemu::start(qemu_command().unwrap(), d.dir.path(), &d.socket, "");
-        let caps = pci_setup(&mut q);
-        let notify = virtio_init(&mut q, &caps);
-        driver_ok(&mut q, &caps);
-        wait_window(&mut q, &d, caps.device);
+        let (mut q, _, notify) = boot(qemu_command().unwrap(), &d, "");
         let s = d.stats();
         assert_eq!(s.session, round + 1);
         assert_eq!(s.commit_requests, 0, "round {round}: device not fresh");
         assert_eq!(s.stored_pages, 0, "round {round}: device not fresh");
         q.write(page, &text_page(11));
-        let mut rq = Rq {
-            avail_idx: 0,
-            notify: notify[0],
-        };
+        let mut rq = Rq::new(notify[0]);
         let (len, r) = rq.submit(&mut q, VCRAM_REQ_COMMIT, &[(page, 1)]);
         assert_eq!(len, 24);
         assert_eq!(&r[0..4], &VCRAM_S_OK.to_le_bytes());
@@ -587,17 +582,10 @@ fn real_qemu_restart_gets_fresh_device() {
 /// Pressure and overflow events reach the guest through QEMU's eventq.
 #[test]
 fn real_qemu_eventq() {
-    let Some(cmd) = qemu_command() else {
-        println!("no QEMU found (set VCRAM_QEMU or run scripts/setup): skipped");
-        return;
-    };
+    let Some(cmd) = qemu_or_skip() else { return };
     // metadata: 65536 pages x 16 = 1 MiB; images: room for 16 raw pages
     let phys = (1u64 << 20) + 16 * 4096;
-    let d = Daemon::start(&[
-        "--window-base",
-        "0x100000000",
-        "--window-size",
-        "256M",
+    let d = daemon(&[
         "--physical-size",
         &phys.to_string(),
         "--low-watermark",
@@ -607,11 +595,7 @@ fn real_qemu_eventq() {
         "--hysteresis",
         "1",
     ]);
-    let mut q = Qemu::start(cmd, d.dir.path(), &d.socket, "");
-    let caps = pci_setup(&mut q);
-    let notify = virtio_init(&mut q, &caps);
-    driver_ok(&mut q, &caps);
-    wait_window(&mut q, &d, caps.device);
+    let (mut q, caps, notify) = boot(cmd, &d, "");
     // post 8 event buffers of 48 bytes on queue 1
     let (desc, avail, used) = ring_addrs(1);
     let ebuf = 0x30_0000u64;
@@ -628,21 +612,9 @@ fn real_qemu_eventq() {
     q.cmd(&format!("writew {:#x} 1", notify[1]));
     // 20 incompressible pages: 16 fit, 4 overflow
     for i in 0..20u64 {
-        let mut x = (i + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        let page: Vec<u8> = (0..4096)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect();
-        q.write(WIN_BASE + i * 4096, &page);
+        q.write(WIN_BASE + i * 4096, &random_page(i + 1));
     }
-    let mut rq = Rq {
-        avail_idx: 0,
-        notify: notify[0],
-    };
+    let mut rq = Rq::new(notify[0]);
     let (_, r) = rq.submit(&mut q, VCRAM_REQ_COMMIT, &[(WIN_BASE, 20)]);
     assert_eq!(&r[0..4], &VCRAM_S_OK.to_le_bytes());
     assert_eq!(u64::from_le_bytes(r[16..24].try_into().unwrap()), 4);
