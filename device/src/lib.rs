@@ -18,4 +18,6 @@ pub mod ratelimit;
 pub mod request;
 pub mod scanner;
 pub mod stats;
+#[cfg(test)]
+mod testdata;
 pub mod window;

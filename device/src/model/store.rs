@@ -529,6 +529,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testdata::random_page;
 
     fn cfg(pages: u64, cap: u64) -> StoreConfig {
         StoreConfig {
@@ -549,18 +550,6 @@ mod tests {
             .into_iter()
             .cycle()
             .take(PAGE)
-            .collect()
-    }
-
-    fn random_page(seed: u64) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..PAGE)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
             .collect()
     }
 

@@ -600,16 +600,9 @@ pub fn text_page(seed: u64) -> Vec<u8> {
         .collect()
 }
 
-pub fn random_page(seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..4096)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
+#[path = "../../src/testdata.rs"]
+mod testdata;
+#[allow(unused_imports)] // like the dead code above: not every test crate uses it
+pub use testdata::random_page;
 
 pub const T: Duration = Duration::from_secs(20);
