@@ -4,22 +4,13 @@
 # Without pages in use the memory goes with it; with pages in use the node
 # stays (the module stays loaded, freed pages are zeroed by the CPU).
 
+KTAP_LIB=/usr/share/vcram/ktap.sh
+[ -r $KTAP_LIB ] || { echo "KTAP version 1"; echo "Bail out! $KTAP_LIB missing (rebuild the initramfs)"; exit 1; }
+# shellcheck source=tests/guest/lib/ktap.sh
+. $KTAP_LIB
+
 KO=${VCRAM_KO:-/lib/modules/vcram/vcram.ko}
 NODE=${VCRAM_NODE:-1}
-n=0
-fails=0
-
-check() {
-	desc=$1
-	shift
-	n=$((n + 1))
-	if "$@"; then
-		echo "ok $n $desc"
-	else
-		fails=$((fails + 1))
-		echo "not ok $n $desc"
-	fi
-}
 
 pcidev() {
 	for d in /sys/bus/virtio/drivers/vcram/virtio*; do
@@ -31,8 +22,7 @@ private() {
 	cat /sys/devices/system/node/has_private_memory 2>/dev/null
 }
 
-echo "KTAP version 1"
-echo "1..6"
+ktap_plan 6
 insmod "$KO"
 PCI=$(pcidev)
 check "bound, node $NODE private" test -n "$PCI" -a "$(private)" = "$NODE"
@@ -63,4 +53,4 @@ vcram-membind "$NODE" 16 0 random >/dev/null 2>&1
 arc=$?
 check "holder's data intact, node still usable" test "$hrc" -eq 0 -a "$arc" -eq 0
 dmesg | grep vcram | sed 's/^/# /' | tail -8
-[ "$fails" -eq 0 ]
+ktap_done

@@ -11,22 +11,13 @@
 # clears and placement resumes.  Then, with pausing off, a writer past the
 # capacity gets OVERFLOW events reported.
 
+KTAP_LIB=/usr/share/vcram/ktap.sh
+[ -r $KTAP_LIB ] || { echo "KTAP version 1"; echo "Bail out! $KTAP_LIB missing (rebuild the initramfs)"; exit 1; }
+# shellcheck source=tests/guest/lib/ktap.sh
+. $KTAP_LIB
+
 KO=${VCRAM_KO:-/lib/modules/vcram/vcram.ko}
 NODE=${VCRAM_NODE:-1}
-n=0
-fails=0
-
-check() {
-	desc=$1
-	shift
-	n=$((n + 1))
-	if "$@"; then
-		echo "ok $n $desc"
-	else
-		fails=$((fails + 1))
-		echo "not ok $n $desc"
-	fi
-}
 
 stat() {
 	cat "$VDIR/$1" 2>/dev/null || echo -1
@@ -36,8 +27,7 @@ show() {
 	echo "# level $(stat pressure_level) paused $(stat paused) pauses $(stat pauses) physical_used $(stat physical_used)/$(stat physical_capacity) stored $(stat stored_pages) raw $(stat raw_pages) overflow $(stat overflow_pages) ev_pressure $(stat events_pressure) ev_overflow $(stat events_overflow) pending $(stat pages_pending)"
 }
 
-echo "KTAP version 1"
-echo "1..8"
+ktap_plan 8
 insmod "$KO"
 for d in /sys/bus/virtio/drivers/vcram/virtio*; do
 	[ -e "$d" ] && VDIR=$d/vcram
@@ -62,11 +52,8 @@ check "high pressure paused the node" test "$(stat pauses)" -ge 1 -a "$(stat eve
 check "writer stopped by SIGBUS on its next page (status $wrc)" test "$wrc" -eq 135
 check "no OOM kill" sh -c '! dmesg | grep -q -E "invoked oom-killer|Killed process"'
 # Overflow: with pausing off (pause_level=3), write past the capacity.
-i=0
-while [ "$i" -lt 15 ] && [ "$(stat paused)" != 0 ]; do
-	sleep 1
-	i=$((i + 1))
-done
+unpaused() { [ "$(stat paused)" = 0 ]; }
+wait_for 15 unpaused
 P=/sys/module/vcram/parameters/pause_level
 echo 3 > "$P"
 vcram-membind "$NODE" "$big" 4 random >/dev/null 2>&1
@@ -85,11 +72,8 @@ hrc=$?
 sed 's/^/# holder: /' /tmp/holder.out
 check "holder's data intact" test "$hrc" -eq 0
 
-i=0
-while [ "$i" -lt 15 ] && { [ "$(stat paused)" != 0 ] || [ "$(stat physical_used)" != "$idle" ]; }; do
-	sleep 1
-	i=$((i + 1))
-done
+unpaused_and_idle() { unpaused && [ "$(stat physical_used)" = "$idle" ]; }
+wait_for 15 unpaused_and_idle
 show
 check "pressure cleared, node given back, device back at idle use" \
 	test "$(stat paused)" = 0 -a "$(stat pressure_level)" = 0 \
@@ -102,4 +86,4 @@ r1=$?
 rmmod vcram
 check "remove and unload" test "$r1" -eq 0 -a $? -eq 0
 dmesg | grep -E "vcram|Killed process" | sed 's/^/# /' | tail -25
-[ "$fails" -eq 0 ]
+ktap_done

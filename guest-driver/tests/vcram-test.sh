@@ -8,35 +8,14 @@
 #   VCRAM_NODE  expected node (default 1)
 #   VCRAM_MB    size of the test workload in MiB (default 64)
 
+KTAP_LIB=/usr/share/vcram/ktap.sh
+[ -r $KTAP_LIB ] || { echo "KTAP version 1"; echo "Bail out! $KTAP_LIB missing (rebuild the initramfs)"; exit 1; }
+# shellcheck source=tests/guest/lib/ktap.sh
+. $KTAP_LIB
+
 KO=${VCRAM_KO:-/lib/modules/vcram/vcram.ko}
 NODE=${VCRAM_NODE:-1}
 MB=${VCRAM_MB:-64}
-NTESTS=21
-n=0
-fails=0
-
-ok() {
-	n=$((n + 1))
-	echo "ok $n $1"
-}
-
-notok() {
-	n=$((n + 1))
-	fails=$((fails + 1))
-	echo "not ok $n $1"
-}
-
-check() {
-	# check "description" command...
-	desc=$1
-	shift
-	if "$@"; then ok "$desc"; else notok "$desc"; fi
-}
-
-skip() {
-	n=$((n + 1))
-	echo "ok $n $1 # SKIP $2"
-}
 
 node_mem_kb() {
 	# node_mem_kb <field> : value of "Node N <field>:" in kB
@@ -66,11 +45,10 @@ ev() {
 	printf "$(le 4 "$1")$(le 4 "$2")$(le 8 "$3")$(le 8 0)$(le 8 "$4")$(le 4 "$5")$(le 4 0)$(le 8 0)"
 }
 
-echo "KTAP version 1"
-echo "1..$NTESTS"
+ktap_plan 21
 
 # 1: load
-if insmod "$KO"; then ok "insmod vcram.ko"; else notok "insmod vcram.ko"; fi
+check "insmod vcram.ko" insmod "$KO"
 VDEV=
 for d in /sys/bus/virtio/drivers/vcram/virtio*; do
 	[ -e "$d" ] && VDEV=$d
@@ -125,22 +103,15 @@ check "mbind(MPOL_BIND) workload lands on node $NODE" test "$rc" -eq 0
 vcram-membind "$NODE" "$MB" 30 text >/tmp/holder.out 2>&1 &
 holder=$!
 # until it has written everything (it prints its placement before holding)
-i=0
-while [ "$i" -lt 120 ] && ! grep -q "^pages=" /tmp/holder.out; do
-	sleep 1
-	i=$((i + 1))
-done
+wait_for 120 grep -q "^pages=" /tmp/holder.out
 free_during=$(node_mem_kb MemFree)
 used_kb=$((free_before - free_during))
 echo "# node $NODE MemFree before ${free_before} kB, with holder ${free_during} kB"
 check "membind memory is taken from node $NODE" \
 	test "$used_kb" -ge $((MB * 1024 / 2))
 # the device's scanner (1 s) or COMMIT accounts the written pages
-i=0
-while [ "$i" -lt 10 ] && [ "$(stat stored_pages)" -lt $((MB * 256)) ]; do
-	sleep 1
-	i=$((i + 1))
-done
+stored_all() { [ "$(stat stored_pages)" -ge $((MB * 256)) ]; }
+wait_for 10 stored_all
 echo "# device: stored_pages $(stat stored_pages) same_pages $(stat same_pages) physical_used $(stat physical_used) compressed_bytes $(stat compressed_bytes)"
 check "the device accounts the workload's pages" \
 	test "$(stat stored_pages)" -ge $((MB * 256)) -a "$(stat physical_used)" -gt "$idle_used"
@@ -222,11 +193,8 @@ fi
 # checks that before writing), and the device is back at its idle use
 out=$(vcram-membind "$NODE" 16 0 zero 2>&1)
 rc=$?
-i=0
-while [ "$i" -lt 10 ] && [ "$(stat physical_used)" -gt "$idle_used" ]; do
-	sleep 1
-	i=$((i + 1))
-done
+at_idle() { [ "$(stat physical_used)" -le "$idle_used" ]; }
+wait_for 10 at_idle
 echo "# physical_used $(stat physical_used), idle $idle_used"
 check "memory allocated again on node $NODE reads as zero; device back at idle use" \
 	test "$rc" -eq 0 -a "$(stat physical_used)" -le "$idle_used"
@@ -283,4 +251,4 @@ check "reload: node $NODE private again, removed and unloaded again" \
 	test "$priv" = "$NODE" -a "$r1" -eq 0 -a "$r2" -eq 0
 
 dmesg | grep -E "vcram|private" | sed 's/^/# /'
-[ "$fails" -eq 0 ]
+ktap_done

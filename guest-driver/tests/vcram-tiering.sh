@@ -4,23 +4,14 @@
 # KTAP output.  Needs a guest whose node 0 is small enough that writing
 # VCRAM_MB (default 400) MiB there makes reclaim demote (512 MiB guests).
 
+KTAP_LIB=/usr/share/vcram/ktap.sh
+[ -r $KTAP_LIB ] || { echo "KTAP version 1"; echo "Bail out! $KTAP_LIB missing (rebuild the initramfs)"; exit 1; }
+# shellcheck source=tests/guest/lib/ktap.sh
+. $KTAP_LIB
+
 KO=${VCRAM_KO:-/lib/modules/vcram/vcram.ko}
 NODE=${VCRAM_NODE:-1}
 MB=${VCRAM_MB:-400}
-n=0
-fails=0
-
-check() {
-	desc=$1
-	shift
-	n=$((n + 1))
-	if "$@"; then
-		echo "ok $n $desc"
-	else
-		fails=$((fails + 1))
-		echo "not ok $n $desc"
-	fi
-}
 
 stat() {
 	cat "$VDIR/$1" 2>/dev/null || echo -1
@@ -35,8 +26,7 @@ tier_of() {
 	done
 }
 
-echo "KTAP version 1"
-echo "1..4"
+ktap_plan 4
 insmod "$KO" caps=15
 for d in /sys/bus/virtio/drivers/vcram/virtio*; do
 	[ -e "$d" ] && VDIR=$d/vcram
@@ -66,4 +56,4 @@ echo 0 > "$VDIR/online"
 r1=$?
 rmmod vcram
 check "remove and unload" test "$r1" -eq 0 -a $? -eq 0
-[ "$fails" -eq 0 ]
+ktap_done

@@ -28,18 +28,16 @@
 #   ENODEV: all three cases fail ("Couldn't migrate pages: No such device")
 #   and nothing migrates into node 1. That is the series' rule (issue 4,
 #   point 5), not a kernel bug: the cases are asserted to fail that way.
+KTAP_LIB=/usr/share/vcram/ktap.sh
+[ -r $KTAP_LIB ] || { echo "KTAP version 1"; echo "Bail out! $KTAP_LIB missing (rebuild the initramfs)"; exit 1; }
+# shellcheck source=tests/guest/lib/ktap.sh
+. $KTAP_LIB
 KO=$(ls /lib/modules/*/kernel/mm/test_private_node.ko 2>/dev/null | head -n1)
 D=/sys/kernel/debug/test_private_node
 N1=/sys/devices/system/node/node1/meminfo
 NODES=/sys/devices/system/node
 THP=/sys/kernel/mm/transparent_hugepage/enabled
 CASES="private_anon shared_anon private_anon_thp"
-PLAN=14
-n=0
-fails=0
-ok() { n=$((n + 1)); echo "ok $n $1"; }
-notok() { n=$((n + 1)); fails=$((fails + 1)); echo "not ok $n $1"; }
-check() { d=$1; shift; if "$@"; then ok "$d"; else notok "$d"; fi; }
 n1() { awk -v k="$1:" '$3 == k { print $4 }' "$N1"; }
 stat() { awk -v k="$1" '$1 == k { print $2 }' "$D/stats"; }
 settle() { sleep 1; echo 1 >"$D/flush"; sleep 1; }
@@ -54,11 +52,10 @@ run_mm() {
 }
 count() { grep -c "$1" /tmp/mm; }
 
-echo "KTAP version 1"
-echo "1..$PLAN"
+ktap_plan 14
 if [ -z "$KO" ] || ! command -v mm-migration >/dev/null; then
 	echo "# test_private_node.ko (CONFIG_TEST_PRIVATE_NODE=m) or /usr/bin/mm-migration missing"
-	while [ $n -lt $PLAN ]; do notok "test_private_node.ko and mm-migration present"; done
+	ktap_fail_rest "test_private_node.ko and mm-migration present"
 	exit 1
 fi
 echo "# cpus: $(nproc) (the selftest needs 3); THP: $(cat $THP)"
@@ -143,5 +140,4 @@ rmmod test_private_node
 
 dmesg | grep -E "BUG:|WARNING:|bad page|Call Trace" | sed 's/^/# dmesg: /'
 check "dmesg clean (no kernel oops, warning or bad-page report)" sh -c '! dmesg | grep -qE "BUG:|WARNING:|bad page|Call Trace"'
-echo "# totals: pass:$((n - fails)) fail:$fails"
-[ $fails -eq 0 ] && [ $n -eq $PLAN ]
+ktap_done

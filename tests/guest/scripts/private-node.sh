@@ -1,16 +1,14 @@
 # In-guest KTAP selftest of the private memory node series (kernel-patches/),
 # without the vcram driver: the series' test owner (test_private_node.ko)
 # claims the pc-dimm on node 1 as a private node. Run by tests/tests/kernel.rs.
+KTAP_LIB=/usr/share/vcram/ktap.sh
+[ -r $KTAP_LIB ] || { echo "KTAP version 1"; echo "Bail out! $KTAP_LIB missing (rebuild the initramfs)"; exit 1; }
+# shellcheck source=tests/guest/lib/ktap.sh
+. $KTAP_LIB
 KO=$(ls /lib/modules/*/kernel/mm/test_private_node.ko 2>/dev/null | head -n1)
 D=/sys/kernel/debug/test_private_node
 N1=/sys/devices/system/node/node1/meminfo
 NODES=/sys/devices/system/node
-PLAN=31
-n=0
-fails=0
-ok() { n=$((n + 1)); echo "ok $n $1"; }
-notok() { n=$((n + 1)); fails=$((fails + 1)); echo "not ok $n $1"; }
-check() { d=$1; shift; if "$@"; then ok "$d"; else notok "$d"; fi; }
 n1() { awk -v k="$1:" '$3 == k { print $4 }' "$N1"; }
 stat() { awk -v k="$1" '$1 == k { print $2 }' "$D/stats"; }
 settle() { sleep 1; echo 1 >"$D/flush"; sleep 1; }
@@ -28,11 +26,10 @@ ptest_cases() {
 # pages of a hog on node 1: "hog: 64 MiB N0=.. N1=.."
 hog_n1() { sed -n 's/.*N1=\([0-9-]*\).*/\1/p' "$1"; }
 
-echo "KTAP version 1"
-echo "1..$PLAN"
+ktap_plan 31
 if [ -z "$KO" ]; then
 	echo "# test_private_node.ko missing: the kernel needs CONFIG_TEST_PRIVATE_NODE=m"
-	while [ $n -lt $PLAN ]; do notok "test_private_node.ko present"; done
+	ktap_fail_rest "test_private_node.ko present"
 	exit 1
 fi
 
@@ -135,5 +132,4 @@ echo 1 >"$D/remove"
 rmmod test_private_node
 
 dmesg | grep -E "BUG:|WARNING:|bad page|Call Trace" | sed 's/^/# dmesg: /'
-echo "# totals: pass:$((n - fails)) fail:$fails"
-[ $fails -eq 0 ] && [ $n -eq $PLAN ]
+ktap_done
