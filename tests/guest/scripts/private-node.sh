@@ -26,7 +26,7 @@ ptest_cases() {
 # pages of a hog on node 1: "hog: 64 MiB N0=.. N1=.."
 hog_n1() { sed -n 's/.*N1=\([0-9-]*\).*/\1/p' "$1"; }
 
-ktap_plan 31
+ktap_plan 33
 if [ -z "$KO" ]; then
 	echo "# test_private_node.ko missing: the kernel needs CONFIG_TEST_PRIVATE_NODE=m"
 	ktap_fail_rest "test_private_node.ko present"
@@ -97,6 +97,20 @@ check "node 1 is no longer paused" [ "$(cat "$D/paused")" = 0 ]
 # --- numactl, migratepages ----------------------------------------------------
 numactl --membind=1 ptest hog 64 >/tmp/hog 2>&1
 check "numactl --membind=1 puts every page on node 1" [ "$(hog_n1 /tmp/hog)" = 16384 ]
+# numastat: node 1 has a column, and a bound task's memory shows on it
+numastat >/tmp/numastat 2>&1
+sed 's/^/# numastat: /' /tmp/numastat | head -n 3
+check "numastat lists node 1" sh -c 'head -n 1 /tmp/numastat | grep -q node1'
+numactl --membind=1 ptest hog 32 hold >/tmp/bound 2>&1 &
+B=$!
+wait_for 30 grep -q '^hog:' /tmp/bound
+numastat -p $B >/tmp/numastat 2>&1
+sed 's/^/# numastat -p: /' /tmp/numastat | grep -E "Node|Private|Total"
+# the Private row: "Private  <node 0 MB>  <node 1 MB>  <total MB>"
+priv1=$(awk '$1 == "Private" { print int($3) }' /tmp/numastat)
+check "numastat -p shows a bound task's 32 MiB on node 1" [ "${priv1:-0}" -ge 32 ]
+kill $B
+wait $B 2>/dev/null
 ptest hog 32 hold >/tmp/hold 2>&1 &
 H=$!
 sleep 3
