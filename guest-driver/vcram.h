@@ -90,10 +90,9 @@ struct vcram {
 	/* Memory: the private node registration and its state */
 	struct node_private np;
 	struct memory_dev_type *mtype;	/* while added, if adistance set */
-	struct mutex lock;		/* added, paused */
+	struct mutex lock;		/* added, pausing and resuming */
 	bool added;
 	bool orphaned;			/* device gone, memory still added */
-	bool paused;
 	int last_remove_err;
 
 	/* requestq */

@@ -109,7 +109,6 @@ static void vcram_pause(struct vcram *vc)
 {
 	lockdep_assert_held(&vc->lock);
 	node_private_set_paused(&vc->np, true);
-	vc->paused = true;
 	vcram_count(vc, VCRAM_STAT_PAUSES, 1);
 	dev_warn(&vc->vdev->dev,
 		 "pressure level %d: placement on node %d paused\n",
@@ -120,7 +119,6 @@ static void vcram_resume(struct vcram *vc)
 {
 	lockdep_assert_held(&vc->lock);
 	node_private_set_paused(&vc->np, false);
-	vc->paused = false;
 	dev_info(&vc->vdev->dev,
 		 "pressure level %d: placement on node %d resumed\n",
 		 READ_ONCE(vc->level), vc->nid);
@@ -141,15 +139,16 @@ void vcram_pressure_work(struct work_struct *work)
 	struct vcram *vc = container_of(work, struct vcram, pressure_work);
 	unsigned int pause_level = READ_ONCE(vcram_pause_level);
 	int level = READ_ONCE(vc->level);
-	bool want;
+	bool paused, want;
 
 	mutex_lock(&vc->lock);
+	paused = node_private_paused(vc->nid);
 	/* Pause at pause_level; once paused, resume only back at NORMAL. */
 	want = vc->added && !vc->orphaned && pause_level <= VCRAM_LEVEL_HIGH &&
-	       (vc->paused ? level > VCRAM_LEVEL_NORMAL : level >= (int)pause_level);
-	if (want && !vc->paused)
+	       (paused ? level > VCRAM_LEVEL_NORMAL : level >= (int)pause_level);
+	if (want && !paused)
 		vcram_pause(vc);
-	else if (!want && vc->paused)
+	else if (!want && paused)
 		vcram_resume(vc);
 	mutex_unlock(&vc->lock);
 }
@@ -164,7 +163,7 @@ void vcram_mem_orphan(struct vcram *vc)
 	cancel_work_sync(&vc->pressure_work);
 	mutex_lock(&vc->lock);
 	vc->orphaned = true;
-	if (vc->paused)
+	if (node_private_paused(vc->nid))
 		vcram_resume(vc);
 	mutex_unlock(&vc->lock);
 }
@@ -243,7 +242,7 @@ int vcram_mem_remove(struct vcram *vc)
 		mutex_unlock(&vc->lock);
 		return 0;
 	}
-	if (vc->paused)
+	if (node_private_paused(vc->nid))
 		vcram_resume(vc);
 	/* Offlining waits for kept folios: have them discarded now. */
 	vcram_req_drain(vc);

@@ -118,7 +118,7 @@ static ssize_t paused_show(struct device *dev, struct device_attribute *attr,
 {
 	struct vcram *vc = dev_to_vcram(dev);
 
-	return sysfs_emit(buf, "%d\n", READ_ONCE(vc->paused));
+	return sysfs_emit(buf, "%d\n", node_private_paused(vc->nid));
 }
 static DEVICE_ATTR_RO(paused);
 
