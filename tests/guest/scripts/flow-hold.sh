@@ -4,6 +4,8 @@
 # lines above.  For each pattern P the console shows "FLOW-HELD-P" while the
 # workload holds its buffer.
 set -e
+# wait_for
+. /usr/share/vcram/ktap.sh
 insmod /lib/modules/vcram/vcram.ko
 for d in /sys/bus/virtio/devices/virtio*/vcram; do [ -d "$d" ] && V=$d; done
 echo "flow: idle_physical_used=$(cat "$V/physical_used")"
@@ -11,11 +13,7 @@ for p in $FLOW_PATTERNS; do
 	vcram-workload --node 1 --mib "$FLOW_MIB" --pattern "$p" --seed 1 \
 		--hold-seconds "${FLOW_HOLD:-20}" --free munmap >/tmp/w.out 2>&1 &
 	w=$!
-	i=0
-	while [ "$i" -lt 300 ] && ! grep -q "^# HOLD" /tmp/w.out; do
-		sleep 1
-		i=$((i + 1))
-	done
+	wait_for 300 grep -q "^# HOLD" /tmp/w.out || true
 	echo "FLOW-HELD-$p"
 	rc=0
 	wait "$w" || rc=$?

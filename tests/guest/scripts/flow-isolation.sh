@@ -2,6 +2,8 @@
 # that includes node 1 must leave private node 1 empty; a
 # numactl --membind=1 run must reach it.
 set -e
+# wait_for
+. /usr/share/vcram/ktap.sh
 insmod /lib/modules/vcram/vcram.ko
 used1() {
 	awk '/MemUsed/ {print $4}' /sys/devices/system/node/node1/meminfo
@@ -34,11 +36,7 @@ sleep 6
 numactl --membind=1 vcram-workload --policy none --node 1 --mib 16 --pattern text \
 	--hold-seconds 10 --free munmap >/tmp/bind.out 2>&1 &
 w=$!
-i=0
-while [ "$i" -lt 300 ] && ! grep -q "^# HOLD" /tmp/bind.out; do
-	sleep 1
-	i=$((i + 1))
-done
+wait_for 300 grep -q "^# HOLD" /tmp/bind.out || true
 echo "flow: node1_used_kb_bound=$(used1)"
 echo "FLOW-BOUND-HELD"
 rc=0

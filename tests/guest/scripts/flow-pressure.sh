@@ -3,6 +3,8 @@
 # goes past the high watermark.  The driver is told (events_pressure), pauses
 # the node, the writer's next fault gets SIGBUS (status 3; no OOM kill), and
 # the holder's checksums must still verify.
+# wait_for
+. /usr/share/vcram/ktap.sh
 insmod /lib/modules/vcram/vcram.ko || exit 1
 for d in /sys/bus/virtio/devices/virtio*/vcram; do [ -d "$d" ] && V=$d; done
 st() { cat "$V/$1" 2>/dev/null || echo -1; }
@@ -13,11 +15,7 @@ show idle
 vcram-workload --node 1 --mib 32 --pattern text --seed 1 --oom-score-adj -1000 \
 	--hold --json >/tmp/holder.json 2>/tmp/holder.err &
 holder=$!
-i=0
-while [ "$i" -lt 120 ] && ! grep -q HOLD /tmp/holder.err; do
-	sleep 1
-	i=$((i + 1))
-done
+wait_for 120 grep -q HOLD /tmp/holder.err
 sleep 3
 show held
 wrc=0

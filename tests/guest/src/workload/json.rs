@@ -105,26 +105,16 @@ impl From<bool> for Json {
         Json::Bool(b)
     }
 }
-impl From<u64> for Json {
-    fn from(x: u64) -> Json {
-        Json::Int(x as i64)
-    }
+macro_rules! json_from_int {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Json {
+            fn from(x: $t) -> Json {
+                Json::Int(x as i64)
+            }
+        }
+    )*};
 }
-impl From<usize> for Json {
-    fn from(x: usize) -> Json {
-        Json::Int(x as i64)
-    }
-}
-impl From<i64> for Json {
-    fn from(x: i64) -> Json {
-        Json::Int(x)
-    }
-}
-impl From<u32> for Json {
-    fn from(x: u32) -> Json {
-        Json::Int(x as i64)
-    }
-}
+json_from_int!(u64, usize, i64, u32);
 impl From<f64> for Json {
     fn from(x: f64) -> Json {
         Json::Num(x)

@@ -286,20 +286,25 @@ fn requested_size(cfg: &Config, page: usize) -> Result<u64, String> {
     }
 }
 
+/// The filler for `pages` pages of `page` bytes of the configured pattern.
+fn filler(cfg: &Config, pages: usize, page: usize) -> Result<Filler, String> {
+    Filler::new(
+        &cfg.pattern,
+        pages,
+        page,
+        cfg.seed,
+        &cfg.binary_dir,
+        cfg.text_file.as_deref(),
+    )
+}
+
 /// `--dump PATH`: writes the pages of the pattern to `path`; prints the
 /// page counts per kind. Exit status 0, or 1 on an error.
 pub fn dump(cfg: &Config, path: &str) -> i32 {
     let page = numa::page_size();
     let res = requested_size(cfg, page).and_then(|size| {
         let pages = size.div_ceil(page as u64) as usize;
-        let f = Filler::new(
-            &cfg.pattern,
-            pages,
-            page,
-            cfg.seed,
-            &cfg.binary_dir,
-            cfg.text_file.as_deref(),
-        )?;
+        let f = filler(cfg, pages, page)?;
         let mut out = std::io::BufWriter::new(
             std::fs::File::create(path).map_err(|e| format!("{path}: {e}"))?,
         );
@@ -379,16 +384,7 @@ pub fn run(cfg: &Config) -> i32 {
     let t = Instant::now();
     // Corpora and checksums are allocated (and written) before any policy
     // of ours, so that only the buffer lands on the node.
-    let prepared = size.and_then(|_| {
-        Filler::new(
-            &cfg.pattern,
-            pages,
-            page,
-            cfg.seed,
-            &cfg.binary_dir,
-            cfg.text_file.as_deref(),
-        )
-    });
+    let prepared = size.and_then(|_| filler(cfg, pages, page));
     let filler = match prepared {
         Ok(f) => Some(f),
         Err(e) => {
