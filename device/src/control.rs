@@ -89,6 +89,7 @@ fn reply(cmd: &str, current: &Current) -> String {
             serde_json::to_string(&d.snapshot()).unwrap_or_default()
         }
         ("stats" | "scan", None) => r#"{"error":"no device"}"#.to_string(),
+        (c, _) if c == "timeline" || c.starts_with("timeline ") => crate::timeline::reply(c),
         (other, _) => {
             serde_json::json!({ "error": format!("unknown command {other:?}") }).to_string()
         }

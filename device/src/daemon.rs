@@ -21,6 +21,7 @@ pub struct DaemonOptions {
     pub device: DeviceOptions,
     /// Serve one connection, then exit.
     pub once: bool,
+    pub observe: crate::observe::ObserveOptions,
 }
 
 pub fn run(opts: DaemonOptions) -> Result<(), String> {
@@ -30,6 +31,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), String> {
             .map_err(|e| format!("cannot listen on control socket {}: {e}", p.display()))?;
         info!("control socket at {}", p.display());
     }
+    crate::observe::start(&opts.observe, &current)?;
     let mut session = 0u64;
     loop {
         session += 1;

@@ -12,12 +12,17 @@ pub mod control;
 pub mod daemon;
 pub mod device;
 pub mod events;
+pub mod metrics;
 pub mod model;
+pub mod observe;
+pub mod plot;
 pub mod protocol;
 pub mod ratelimit;
+pub mod record;
 pub mod request;
 pub mod scanner;
 pub mod stats;
+pub mod timeline;
 #[cfg(test)]
 mod testdata;
 pub mod window;
