@@ -22,7 +22,7 @@ pub mod record;
 pub mod request;
 pub mod scanner;
 pub mod stats;
-pub mod timeline;
 #[cfg(test)]
 mod testdata;
+pub mod timeline;
 pub mod window;

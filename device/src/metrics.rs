@@ -234,13 +234,17 @@ mod tests {
         assert!(text.contains("\nvcram_physical_used 1234\n"), "{text}");
         assert!(text.contains("\nvcram_ratio 2.5\n"), "{text}");
         assert!(text.contains("\nvcram_connected 1\n"), "{text}");
-        assert!(text.contains("# TYPE vcram_discard_pages_total counter\nvcram_discard_pages_total 7\n"));
+        assert!(text
+            .contains("# TYPE vcram_discard_pages_total counter\nvcram_discard_pages_total 7\n"));
         assert!(text.contains("vcram_rejects_total{key=\"unsupported\"} 3\n"));
         assert!(text.contains("frontend=\"conn \\\"x\\\"\""), "{text}");
         assert!(text.contains("version=\"9.9\""));
         // The counter list names real fields only.
         for c in COUNTERS {
-            assert!(v.get(*c).is_some(), "COUNTERS names {c}, not a snapshot field");
+            assert!(
+                v.get(*c).is_some(),
+                "COUNTERS names {c}, not a snapshot field"
+            );
         }
     }
 }

@@ -110,9 +110,7 @@ where
     let t0 = s[0].unix_ms;
     let t = |x: &Sample| x.unix_ms.saturating_sub(t0) as f64 / 1000.0;
     let t_end = t(s.last().unwrap_or(&s[0])).max(1.0);
-    let root = root
-        .titled(title, (FONT, 26).into_font())
-        .map_err(err)?;
+    let root = root.titled(title, (FONT, 26).into_font()).map_err(err)?;
     let panels = root.split_evenly((4, 1));
     let label = (FONT, 16).into_font();
     let caption = (FONT, 20).into_font();

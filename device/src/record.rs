@@ -67,7 +67,8 @@ pub fn record(
             }
         }
         for s in &r.samples {
-            w.serialize(s).map_err(|e| format!("{}: {e}", out.display()))?;
+            w.serialize(s)
+                .map_err(|e| format!("{}: {e}", out.display()))?;
             last = s.seq;
             rows += 1;
             header_done = true;

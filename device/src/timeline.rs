@@ -261,10 +261,7 @@ mod tests {
         }
         assert_eq!(r.len(), 3);
         let all = r.since(0);
-        assert_eq!(
-            all.iter().map(|s| s.seq).collect::<Vec<_>>(),
-            vec![3, 4, 5]
-        );
+        assert_eq!(all.iter().map(|s| s.seq).collect::<Vec<_>>(), vec![3, 4, 5]);
         assert_eq!(all[0].stored_pages, 2);
         assert_eq!(all[0].unix_ms, 1002);
         assert_eq!(r.since(4).len(), 1);
