@@ -121,7 +121,7 @@ where
         let mut c = ChartBuilder::on(&panels[0])
             .caption("compression ratio (original / compressed)", caption.clone())
             .margin(10)
-            .x_label_area_size(30)
+            .x_label_area_size(40)
             .y_label_area_size(70)
             .build_cartesian_2d(0f64..t_end, 0f64..ymax)
             .map_err(err)?;
@@ -158,7 +158,7 @@ where
                 caption.clone(),
             )
             .margin(10)
-            .x_label_area_size(30)
+            .x_label_area_size(40)
             .y_label_area_size(70)
             .build_cartesian_2d(0f64..t_end, 0f64..ymax)
             .map_err(err)?;
@@ -168,7 +168,8 @@ where
             .draw()
             .map_err(err)?;
         let level = |x: &Sample, pct: u32| x.physical_capacity as f64 * pct as f64 / 100.0 / MIB;
-        let lines: [(&str, RGBColor, Box<dyn Fn(&Sample) -> f64>); 4] = [
+        type Series<'a> = (&'a str, RGBColor, Box<dyn Fn(&Sample) -> f64>);
+        let lines: [Series; 4] = [
             (
                 "capacity",
                 BLACK,
@@ -216,7 +217,7 @@ where
         let mut c = ChartBuilder::on(&panels[2])
             .caption("pressure level", caption.clone())
             .margin(10)
-            .x_label_area_size(30)
+            .x_label_area_size(40)
             .y_label_area_size(70)
             .build_cartesian_2d(0f64..t_end, -0.2f64..2.3f64)
             .map_err(err)?;
@@ -261,7 +262,7 @@ where
         let mut c = ChartBuilder::on(&panels[3])
             .caption("discards (pages per second)", caption)
             .margin(10)
-            .x_label_area_size(30)
+            .x_label_area_size(40)
             .y_label_area_size(70)
             .build_cartesian_2d(0f64..t_end, 0f64..ymax)
             .map_err(err)?;
