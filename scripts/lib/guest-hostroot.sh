@@ -33,6 +33,9 @@ mount -t tmpfs -o mode=755 tmpfs /mnt/rw || fail 121 "cannot mount the tmpfs for
 mkdir -p /mnt/rw/upper /mnt/rw/work
 mount -t overlay overlay -o lowerdir=/mnt/host,upperdir=/mnt/rw/upper,workdir=/mnt/rw/work /mnt/root ||
     fail 121 "cannot mount the overlay (host root read-only + tmpfs) on /mnt/root"
+for f in /bin/sh /usr/bin/env; do
+    [ -x "/mnt/root$f" ] || fail 121 "the shared host root has no $f: not a root file system"
+done
 for d in proc sys dev tmp run; do
     mkdir -p "/mnt/root/$d" 2>/dev/null
 done
