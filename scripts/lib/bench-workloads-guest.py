@@ -271,7 +271,9 @@ def resp(*args):
 
 
 def redis_load(values):
-    sock = "/tmp/redis.sock"
+    sock = "/tmp/vcram-bench-redis.sock"
+    if os.path.exists(sock):
+        os.unlink(sock)
     p = spawn(["redis-server", "--port", "0", "--unixsocket", sock, "--save", "",
                "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"],
               stdout=subprocess.DEVNULL)
@@ -281,7 +283,14 @@ def redis_load(values):
             sys.exit("bench: redis-server did not start")
         time.sleep(0.2)
     s = socket.socket(socket.AF_UNIX)
-    s.connect(sock)
+    while True:
+        try:
+            s.connect(sock)
+            break
+        except ConnectionRefusedError:
+            if p.poll() is not None or time.time() - t0 > 120:
+                sys.exit("bench: redis-server does not accept connections")
+            time.sleep(0.2)
     batch = []
     n = 0
     for i, v in enumerate(values):
@@ -309,7 +318,8 @@ def w_redis_text():
     size = 1024
     nvals = (MIB << 20) // (size + 80)
     # Values: consecutive 1 KiB slices of the text, as a client would store documents.
-    vals = (text[(i * size) % (len(text) - size):][:size] for i in range(nvals))
+    span = len(text) - size
+    vals = (text[(i * size) % span:(i * size) % span + size] for i in range(nvals))
     return redis_load(vals), "redis-server: 1 KiB values of man pages, dictionary, copyright text"
 
 
