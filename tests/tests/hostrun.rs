@@ -259,3 +259,36 @@ fn tempfile_dir() -> std::path::PathBuf {
     assert!(Path::new(&d).is_dir());
     d
 }
+
+/// `scripts/bench-workloads` runs the host's programs: a package that is not installed is
+/// named, before anything starts (a `dpkg-query` in front of the real one says redis-server is
+/// not installed).
+#[test]
+fn bench_workloads_names_a_missing_package() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("vcram-fake-dpkg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let stub = dir.join("dpkg-query");
+    std::fs::write(
+        &stub,
+        "#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = redis-server ] && { printf 'un '; exit 0; }; done\nexec /usr/bin/dpkg-query \"$@\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let o = Command::new(repo_root().join("scripts/bench-workloads"))
+        .args(["--no-setup", "--out"])
+        .arg(dir.join("out"))
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("missing package(s): redis-server ("), "{err}");
+    assert!(!dir.join("out").exists(), "nothing ran");
+    let _ = std::fs::remove_dir_all(&dir);
+}
