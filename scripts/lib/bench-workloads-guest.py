@@ -224,8 +224,9 @@ def zram_swap_off(z):
         f.write("1")
 
 
-def zram_block(dump):
-    """Write the dump to a zram block device (zstd), 4 KiB pages, and read mm_stat."""
+def zram_block(dump, level=None):
+    """Write the dump to a zram block device (zstd, at `level` through algorithm_params, else
+    zram's default), 4 KiB pages, and read mm_stat."""
     z = "zram1"
     if not os.path.exists(f"/sys/block/{z}"):
         open("/sys/class/zram-control/hot_add").read()
@@ -233,6 +234,9 @@ def zram_block(dump):
         f.write("1")
     with open(f"/sys/block/{z}/comp_algorithm", "w") as f:
         f.write("zstd")
+    if level is not None:
+        with open(f"/sys/block/{z}/algorithm_params", "w") as f:
+            f.write(f"algo=zstd level={level}")
     with open(f"/sys/block/{z}/disksize", "w") as f:
         f.write(str(1 << 30))
     sh(f"dd if={dump} of=/dev/{z} bs=1M oflag=direct status=none")
@@ -240,6 +244,30 @@ def zram_block(dump):
     with open(f"/sys/block/{z}/reset", "w") as f:
         f.write("1")
     return s
+
+
+def pageout(pid):
+    """process_madvise(MADV_PAGEOUT) over every mapping of pid; returns the errno or 0."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    MADV_PAGEOUT, SYS_process_madvise = 21, 440
+
+    class Iovec(ctypes.Structure):
+        _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+    fd = os.pidfd_open(pid)
+    err = 0
+    try:
+        for line in open(f"/proc/{pid}/maps"):
+            if "[vsyscall]" in line:
+                continue
+            lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+            iov = Iovec(lo, hi - lo)
+            r = libc.syscall(SYS_process_madvise, fd, ctypes.byref(iov), 1, MADV_PAGEOUT, 0)
+            if r < 0:
+                err = ctypes.get_errno()
+    finally:
+        os.close(fd)
+    return err
 
 
 def swap_used_kib():
@@ -432,7 +460,6 @@ def measure(name, fn):
     nos = dump + ".nosame"
     without_same(dump, nos)
     zin2, zout2 = zstd_b(nos)
-    os.unlink(nos)
     dv = {k: d[k] - base[k] for k in ["stored_pages", "same_pages", "zero_pages",
                                       "compressed_bytes", "raw_pages", "physical_used"]}
     # zram: swap on zram, the cgroup's memory pushed out.
@@ -443,13 +470,27 @@ def measure(name, fn):
     except OSError as e:
         log(f"{name}: memory.reclaim: {e.strerror} (what it could reclaim is out)")
     zs = mm_stat(z)
-    swapped = swap_used_kib()
     method = "swap (memory.reclaim)"
     if zs["orig"] < pages * PAGE // 2:
-        method = "block (reclaim took %d of %d pages)" % (zs["orig"] // PAGE, pages)
+        e = pageout(p.pid)
+        zs2 = mm_stat(z)
+        log(f"{name}: memory.reclaim took {zs['orig'] // PAGE} pages; "
+            f"process_madvise(MADV_PAGEOUT) {zs2['orig'] // PAGE} (errno {e})")
+        zs, method = zs2, "swap (MADV_PAGEOUT)"
+    swapped = swap_used_kib()
+    if zs["orig"] < pages * PAGE // 2:
+        method = "block (reclaim and MADV_PAGEOUT took %d of %d pages)" % (zs["orig"] // PAGE,
+                                                                        pages)
         zs = zram_block(dump)
+    else:
+        log(f"{name}: zram swap holds {zs['orig'] // PAGE} pages; same-filled among them "
+            f"{zs['same_pages']}")
     log(f"{name}: zram {method}: {zs}; swap used {swapped} KiB")
+    # The same pages without the same-filled ones, at the device's level, as a block device.
+    z1 = zram_block(nos, level=LEVEL)
+    log(f"{name}: zram block, zstd level {LEVEL}, pages without same-filled: {z1}")
     os.unlink(dump)
+    os.unlink(nos)
     # Done: let the process go (SIGKILL frees its memory: DISCARD), wait for the device.
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
@@ -472,7 +513,10 @@ def measure(name, fn):
                  "nonsame_ratio": zin2 / zout2 if zout2 else None},
         "zram": dict(zs, method=method,
                      ratio=zs["orig"] / zs["compr"] if zs["compr"] else None,
+                     ratio_nonsame=(zs["orig"] - zs["same_pages"] * PAGE) / zs["compr"]
+                     if zs["compr"] else None,
                      ratio_mem=zs["orig"] / zs["mem_used"] if zs["mem_used"] else None),
+        "zram_level1_nonsame": dict(z1, ratio=z1["orig"] / z1["compr"] if z1["compr"] else None),
     }
     print("BENCH-RESULT " + json.dumps(r), flush=True)
 
