@@ -93,6 +93,8 @@ pub fn plot(samples: &[Sample], out: &Path, title: &str) -> Result<(), String> {
 }
 
 const MIB: f64 = (1u64 << 20) as f64;
+/// The ratio's colour (purple; physical use is blue).
+pub const RATIO: RGBColor = RGBColor(120, 0, 200);
 
 fn err<E: std::fmt::Display>(e: E) -> String {
     format!("drawing failed: {e}")
@@ -131,13 +133,23 @@ where
             .label_style(label.clone())
             .draw()
             .map_err(err)?;
-        c.draw_series(LineSeries::new(
-            s.iter().map(|x| (t(x), x.ratio)),
-            BLUE.stroke_width(2),
-        ))
-        .map_err(err)?
-        .label("ratio")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
+        // Only where the device holds compressed data: one line per such stretch.
+        let runs = s
+            .split(|x| x.compressed_bytes == 0)
+            .filter(|r| !r.is_empty());
+        for (i, run) in runs.enumerate() {
+            let series = c
+                .draw_series(LineSeries::new(
+                    run.iter().map(|x| (t(x), x.ratio)),
+                    RATIO.stroke_width(2),
+                ))
+                .map_err(err)?;
+            if i == 0 {
+                series.label("ratio").legend(|(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], RATIO.stroke_width(2))
+                });
+            }
+        }
         c.configure_series_labels()
             .label_font(label.clone())
             .background_style(WHITE.mix(0.8))
@@ -191,10 +203,12 @@ where
                 Box::new(|x: &Sample| x.physical_used as f64 / MIB),
             ),
         ];
+        // Before a frontend connects the device reports no capacity: nothing to draw there.
+        let known: Vec<&Sample> = s.iter().filter(|x| x.physical_capacity > 0).collect();
         for (name, color, f) in lines {
             let w = if name == "physical used" { 2 } else { 1 };
             c.draw_series(LineSeries::new(
-                s.iter().map(|x| (t(x), f(x))),
+                known.iter().map(|x| (t(x), f(x))),
                 color.stroke_width(w),
             ))
             .map_err(err)?

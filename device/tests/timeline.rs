@@ -84,15 +84,29 @@ fn record_and_plot_the_timeline() {
     let d = Daemon::start(&["--physical-size", "8M", "--timeline-interval-ms", "20"]);
     let g = Guest::new();
     let mut c = Conn::open(&d.socket, &g, MemSetup::Table);
+    // 16 pages of text and 1008 of noise (stored raw: 4 MiB, half the capacity, so that the
+    // drop after the discard shows in the picture).
     for i in 0..16 {
         g.write(g.window_page(i), &text_page(i));
     }
-    let (_, r) = c.request(&g, VCRAM_REQ_COMMIT, &[(g.window_page(0), 16)]);
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for i in 16..1024 {
+        let page: Vec<u8> = (0..4096)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        g.write(g.window_page(i), &page);
+    }
+    let (_, r) = c.request(&g, VCRAM_REQ_COMMIT, &[(g.window_page(0), 1024)]);
     assert_eq!(u32::from(r.status), VCRAM_S_OK);
-    wait_sample(&d, "16 pages stored", |s| s.stored_pages == 16);
-    let (_, r) = c.request(&g, VCRAM_REQ_DISCARD, &[(g.window_page(0), 6)]);
+    wait_sample(&d, "1024 pages stored", |s| s.stored_pages == 1024);
+    let (_, r) = c.request(&g, VCRAM_REQ_DISCARD, &[(g.window_page(512), 512)]);
     assert_eq!(u32::from(r.status), VCRAM_S_OK);
-    wait_sample(&d, "6 pages discarded", |s| s.discard_pages == 6);
+    wait_sample(&d, "512 pages discarded", |s| s.discard_pages == 512);
     let stats: Snapshot = d.stats();
 
     let dir = tempfile::tempdir().unwrap();
@@ -123,11 +137,11 @@ fn record_and_plot_the_timeline() {
         .all(|w| w[1].seq > w[0].seq && w[1].unix_ms >= w[0].unix_ms));
     let full = rows
         .iter()
-        .position(|s| s.stored_pages == 16 && s.discard_pages == 0)
-        .expect("a row with 16 pages stored");
+        .position(|s| s.stored_pages == 1024 && s.discard_pages == 0)
+        .expect("a row with 1024 pages stored");
     let after = rows
         .iter()
-        .position(|s| s.stored_pages == 10 && s.discard_pages == 6)
+        .position(|s| s.stored_pages == 512 && s.discard_pages == 512)
         .expect("a row after the discard");
     assert!(full < after);
     let last = rows.last().unwrap();
@@ -145,16 +159,23 @@ fn record_and_plot_the_timeline() {
     let (ok, _, err) = vcramctl(&["plot", csv.to_str().unwrap(), "-o", svg.to_str().unwrap()]);
     assert!(ok, "{err}");
     let text = std::fs::read_to_string(&svg).unwrap();
+    // The ratio (purple): only where the device holds compressed data, one point per sample.
+    let ratio = svg_polyline_points(&text, "#7800C8");
+    let with_data = rows.iter().filter(|s| s.compressed_bytes > 0).count();
+    assert_eq!(
+        ratio.iter().map(Vec::len).sum::<usize>(),
+        with_data,
+        "{ratio:?}"
+    );
+    // Physical use (blue): one point per sample with a capacity (all, once connected).
     let blue = svg_polyline_points(&text, "#0000FF");
-    // Ratio (panel 1) and physical used (panel 2) are blue.
-    assert_eq!(blue.len(), 2, "{blue:?}");
-    assert_eq!(blue[0].len(), rows.len());
-    assert_eq!(blue[1].len(), rows.len());
-    // The ratio line rises where the pages arrive: higher on screen (smaller y) at the full row
-    // than at a row with nothing stored, if there is one.
-    if let Some(empty) = rows.iter().position(|s| s.stored_pages == 0) {
-        assert!(blue[0][full].1 < blue[0][empty].1);
-    }
+    assert_eq!(blue.len(), 1, "{blue:?}");
+    let first = rows.iter().position(|s| s.physical_capacity > 0).unwrap();
+    assert_eq!(blue[0].len(), rows.len() - first);
+    // Physical use rises with the pages and falls after the discard (y grows downwards).
+    assert!(rows[full].physical_used > rows[after].physical_used);
+    let (y_full, y_after) = (blue[0][full - first].1, blue[0][after - first].1);
+    assert!(y_full < y_after, "{y_full} vs {y_after}");
     // Discards per second (green): zero before, positive at the discard.
     let green = svg_polyline_points(&text, "#00FF00");
     assert_eq!(green.len(), 1);
@@ -186,6 +207,7 @@ fn record_and_plot_the_timeline() {
     let count = |c: [u8; 3]| px.iter().filter(|p| **p == c).count();
     assert!(count([255, 255, 255]) > px.len() / 2, "mostly white");
     assert!(count([0, 0, 255]) > 500, "the blue series is drawn");
+    assert!(count([120, 0, 200]) > 200, "the ratio is drawn");
     assert!(
         count([255, 0, 0]) > 200,
         "the red watermark/pressure is drawn"
