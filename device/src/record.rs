@@ -43,12 +43,18 @@ pub fn record(
     seconds: Option<f64>,
     history: bool,
 ) -> Result<u64, String> {
-    let first = fetch(socket, 0)?;
-    let mut last = if history {
-        0
-    } else {
-        first.samples.last().map(|s| s.seq).unwrap_or(0)
-    };
+    let mut first = fetch(socket, 0)?;
+    let mut last = 0;
+    if !history {
+        // Start after the newest sample the ring holds.
+        loop {
+            last = first.samples.last().map(|s| s.seq).unwrap_or(last);
+            if !first.more {
+                break;
+            }
+            first = fetch(socket, last)?;
+        }
+    }
     let mut w = csv::Writer::from_path(out).map_err(|e| format!("{}: {e}", out.display()))?;
     let poll = Duration::from_millis((first.interval_ms / 2).clamp(10, 1000));
     let start = Instant::now();
@@ -57,21 +63,27 @@ pub fn record(
     loop {
         let done = STOP.load(Ordering::SeqCst)
             || seconds.is_some_and(|s| start.elapsed().as_secs_f64() >= s);
-        let r = fetch(socket, last)?;
-        if let (Some(f), true) = (r.samples.first(), last > 0) {
-            if f.seq > last + 1 {
-                log::warn!(
-                    "timeline: {} samples were dropped by the daemon's ring before they could be recorded",
-                    f.seq - last - 1
-                );
+        // Everything new, in bounded replies.
+        loop {
+            let r = fetch(socket, last)?;
+            if let (Some(f), true) = (r.samples.first(), last > 0) {
+                if f.seq > last + 1 {
+                    log::warn!(
+                        "timeline: {} samples were dropped by the daemon's ring before they could be recorded",
+                        f.seq - last - 1
+                    );
+                }
             }
-        }
-        for s in &r.samples {
-            w.serialize(s)
-                .map_err(|e| format!("{}: {e}", out.display()))?;
-            last = s.seq;
-            rows += 1;
-            header_done = true;
+            for s in &r.samples {
+                w.serialize(s)
+                    .map_err(|e| format!("{}: {e}", out.display()))?;
+                last = s.seq;
+                rows += 1;
+                header_done = true;
+            }
+            if !r.more || r.samples.is_empty() {
+                break;
+            }
         }
         w.flush().map_err(|e| format!("{}: {e}", out.display()))?;
         if done {

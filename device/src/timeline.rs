@@ -107,10 +107,15 @@ impl Ring {
         seq
     }
 
-    /// The samples with a sequence number above `after`, oldest first.
-    pub fn since(&self, after: u64) -> Vec<Sample> {
+    /// At most `max` samples with a sequence number above `after`, oldest first, and whether
+    /// more follow them.
+    pub fn since(&self, after: u64, max: usize) -> (Vec<Sample>, bool) {
         let start = self.samples.partition_point(|x| x.seq <= after);
-        self.samples.range(start..).cloned().collect()
+        let end = self.samples.len().min(start.saturating_add(max));
+        (
+            self.samples.range(start..end).cloned().collect(),
+            end < self.samples.len(),
+        )
     }
 
     pub fn len(&self) -> usize {
@@ -126,6 +131,10 @@ impl Ring {
     }
 }
 
+/// Samples in one reply to `timeline SEQ`: the control socket bounds a reply's size (a sample
+/// is about 400 bytes of JSON); a client asks again from the last one while `more` is set.
+pub const MAX_PER_REPLY: usize = 1000;
+
 /// The reply to `timeline SEQ` on the control socket.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -133,6 +142,8 @@ pub struct Reply {
     pub interval_ms: u64,
     pub capacity: usize,
     pub samples: Vec<Sample>,
+    /// More samples follow the last one of this reply.
+    pub more: bool,
 }
 
 struct Shared {
@@ -196,10 +207,12 @@ pub fn reply(cmd: &str) -> String {
         return r#"{"error":"no timeline in this daemon"}"#.to_string();
     };
     let ring = t.ring.lock().unwrap_or_else(|e| e.into_inner());
+    let (samples, more) = ring.since(after, MAX_PER_REPLY);
     let r = Reply {
         interval_ms: t.interval_ms,
         capacity: ring.capacity(),
-        samples: ring.since(after),
+        samples,
+        more,
     };
     serde_json::to_string(&r).unwrap_or_default()
 }
@@ -260,13 +273,21 @@ mod tests {
             assert_eq!(r.push(1000 + i, &snap(i)), i + 1);
         }
         assert_eq!(r.len(), 3);
-        let all = r.since(0);
+        let (all, more) = r.since(0, 10);
+        assert!(!more);
         assert_eq!(all.iter().map(|s| s.seq).collect::<Vec<_>>(), vec![3, 4, 5]);
         assert_eq!(all[0].stored_pages, 2);
         assert_eq!(all[0].unix_ms, 1002);
-        assert_eq!(r.since(4).len(), 1);
-        assert!(r.since(5).is_empty());
-        assert!(r.since(99).is_empty());
+        assert_eq!(r.since(4, 10).0.len(), 1);
+        assert!(r.since(5, 10).0.is_empty());
+        assert!(r.since(99, 10).0.is_empty());
+        // Bounded replies: two, then the rest.
+        let (first, more) = r.since(0, 2);
+        assert!(more);
+        assert_eq!(first.iter().map(|s| s.seq).collect::<Vec<_>>(), vec![3, 4]);
+        let (rest, more) = r.since(4, 2);
+        assert!(!more);
+        assert_eq!(rest.iter().map(|s| s.seq).collect::<Vec<_>>(), vec![5]);
     }
 
     #[test]

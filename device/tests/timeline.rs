@@ -370,3 +370,48 @@ fn metrics_port_in_use_is_an_error() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--metrics-listen"));
 }
+
+/// More samples than one control-socket reply carries: `record --history` pages through them
+/// and writes every one, in order, without a gap.
+#[test]
+fn record_pages_through_a_long_timeline() {
+    let d = Daemon::start(&["--timeline-interval-ms", "10", "--timeline-samples", "5000"]);
+    let want = vcram_device::timeline::MAX_PER_REPLY + 200;
+    // The ring holds `want` samples once one follows sample want - 1.
+    let t0 = Instant::now();
+    while serde_json::from_str::<Reply>(&d.ctl(&format!("timeline {}", want - 1)))
+        .unwrap()
+        .samples
+        .is_empty()
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "the ring does not fill"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let first: Reply = serde_json::from_str(&d.ctl("timeline 0")).unwrap();
+    assert!(first.more, "one reply should not hold them all");
+    assert_eq!(first.samples.len(), vcram_device::timeline::MAX_PER_REPLY);
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("long.csv");
+    let (ok, _, err) = vcramctl(&[
+        "--socket",
+        d.control.to_str().unwrap(),
+        "record",
+        "--history",
+        "--seconds",
+        "0.05",
+        "-o",
+        csv.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let rows: Vec<Sample> = csv::Reader::from_path(&csv)
+        .unwrap()
+        .deserialize()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(rows.len() >= want, "{} rows", rows.len());
+    assert_eq!(rows[0].seq, 1);
+    assert!(rows.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+}
