@@ -62,6 +62,9 @@ pub fn run(opts: DaemonOptions) -> Result<(), String> {
             .map_err(|e| format!("cannot register the notify eventfd: {e}"))?;
         }
         let scan = scanner::spawn(dev.clone()).map_err(|e| format!("cannot start scanner: {e}"))?;
+        // vhost's listener unlinks whatever is at the path: only let it replace a stale socket.
+        control::clear_stale_socket(&opts.socket)
+            .map_err(|e| format!("cannot listen on vhost-user socket: {e}"))?;
         info!("waiting for a frontend on {}", opts.socket.display());
         let res = daemon.serve(&opts.socket);
         dev.request_stop();

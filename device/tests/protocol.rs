@@ -826,6 +826,26 @@ fn bad_command_lines_fail_clearly() {
     assert!(e.contains("--window-base") || e.contains("window"), "{e}");
     let e = run(&["--socket", "/nonexistent/dir/x", "--window-base", "4G"]);
     assert!(e.contains("does not exist"), "{e}");
+    // a regular file at either socket path is an error, and is kept
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-socket");
+    std::fs::write(&file, b"keep me").unwrap();
+    let sock = dir.path().join("vhost.sock");
+    let f = file.display().to_string();
+    let so = sock.display().to_string();
+    let e = run(&[
+        "--socket",
+        &so,
+        "--control-socket",
+        &f,
+        "--window-base",
+        "4G",
+        "--once",
+    ]);
+    assert!(e.contains("not a socket"), "{e}");
+    let e = run(&["--socket", &f, "--window-base", "4G", "--once"]);
+    assert!(e.contains("not a socket"), "{e}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
 }
 
 #[test]
