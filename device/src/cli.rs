@@ -148,6 +148,20 @@ impl Cli {
                 self.low_watermark, self.high_watermark
             ));
         }
+        if self.hysteresis >= self.low_watermark {
+            return Err(format!(
+                "--hysteresis ({}%) must be below --low-watermark ({}%): a pressure level clears only when use falls the hysteresis below the low watermark",
+                self.hysteresis, self.low_watermark
+            ));
+        }
+        if let (Some(p), Some(w)) = (self.physical_size, self.window_size) {
+            let meta = w / VCRAM_PAGE_SIZE * crate::model::store::METADATA_BYTES_PER_PAGE as u64;
+            if p <= meta {
+                return Err(format!(
+                    "--physical-size ({p} bytes) must be larger than the metadata of the window ({meta} bytes: 16 bytes per 4 KiB page of --window-size)"
+                ));
+            }
+        }
         if let Some(b) = self.window_base {
             if b % VCRAM_PAGE_SIZE != 0 {
                 return Err(format!("--window-base {b:#x} is not 4 KiB aligned"));
@@ -334,6 +348,45 @@ mod tests {
             let e = parse(c).unwrap_err();
             assert!(!e.is_empty(), "{c:?}");
         }
+        let e = parse(&[
+            "--socket",
+            "s",
+            "--window-base",
+            "0",
+            "--low-watermark",
+            "5",
+            "--hysteresis",
+            "50",
+        ])
+        .unwrap_err();
+        assert!(
+            e.contains("--hysteresis") && e.contains("--low-watermark"),
+            "{e}"
+        );
+        let e = parse(&[
+            "--socket",
+            "s",
+            "--window-base",
+            "0",
+            "--window-size",
+            "1G",
+            "--physical-size",
+            "4M",
+        ])
+        .unwrap_err();
+        assert!(e.contains("metadata"), "{e}");
+        // just above the metadata is accepted
+        assert!(parse(&[
+            "--socket",
+            "s",
+            "--window-base",
+            "0",
+            "--window-size",
+            "1G",
+            "--physical-size",
+            "5M",
+        ])
+        .is_ok());
         let e = parse(&["--socket", "s", "--window-file", "/nonexistent/window"]).unwrap_err();
         assert!(e.contains("/nonexistent/window"), "{e}");
     }

@@ -232,6 +232,12 @@ impl Device {
 
     fn new_store(&self, base: u64, size: u64) -> std::io::Result<Store> {
         let physical = self.opts.physical_size.unwrap_or(size / 2);
+        let metadata = size / VCRAM_PAGE_SIZE * crate::model::store::METADATA_BYTES_PER_PAGE as u64;
+        if physical <= metadata {
+            return Err(std::io::Error::other(format!(
+                "the physical capacity ({physical} bytes) is not larger than the metadata of a {size:#x}-byte window ({metadata} bytes)"
+            )));
+        }
         Store::new(StoreConfig {
             base,
             pages: size / VCRAM_PAGE_SIZE,
@@ -557,5 +563,72 @@ impl Device {
         s.events_merged = q.merged;
         s.events_pending = q.len() as u64;
         s
+    }
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+    use vm_memory::mmap::MmapRegion;
+    use vm_memory::{FileOffset, GuestMemoryAtomic, GuestMemoryMmap, GuestRegionMmap};
+
+    pub const BASE: u64 = 1 << 32;
+
+    /// Guest memory: 1 MiB of RAM at 0 and a window of `size` bytes at `BASE`, each a tempfile.
+    pub fn guest(size: usize) -> GM {
+        let region = |base: u64, size: usize| {
+            let f = tempfile::tempfile().unwrap();
+            f.set_len(size as u64).unwrap();
+            let m = MmapRegion::from_file(FileOffset::new(f, 0), size).unwrap();
+            GuestRegionMmap::new(m, GuestAddress(base)).unwrap()
+        };
+        GuestMemoryAtomic::new(
+            GuestMemoryMmap::from_regions(vec![region(0, 1 << 20), region(BASE, size)]).unwrap(),
+        )
+    }
+
+    pub fn device(opts: DeviceOptions, size: usize) -> (Device, GM) {
+        let d = Device::new(DeviceOptions {
+            window: WindowSpec {
+                base: Some(BASE),
+                ..Default::default()
+            },
+            scan_interval_ms: 0,
+            ..opts
+        })
+        .unwrap();
+        let gm = guest(size);
+        d.update_memory(gm.clone());
+        (d, gm)
+    }
+
+    #[test]
+    fn physical_capacity_below_the_metadata_is_refused() {
+        // 64 MiB window: 256 KiB of metadata
+        let (d, _gm) = device(
+            DeviceOptions {
+                physical_size: Some(256 << 10),
+                ..Default::default()
+            },
+            64 << 20,
+        );
+        match d.window_state() {
+            WindowState::Bad(m) => assert!(m.contains("metadata"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let (d, _gm) = device(
+            DeviceOptions {
+                physical_size: Some((256 << 10) + 4096),
+                ..Default::default()
+            },
+            64 << 20,
+        );
+        assert_eq!(
+            d.window_state(),
+            WindowState::Ok {
+                base: BASE,
+                size: 64 << 20
+            }
+        );
     }
 }

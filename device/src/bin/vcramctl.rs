@@ -46,12 +46,23 @@ enum Cmd {
     Ping,
 }
 
+/// Longest `--watch` interval: one day.
+const MAX_WATCH_SECS: f64 = 86400.0;
+
 fn parse_secs(s: &str) -> Result<f64, String> {
     let v: f64 = s.parse().map_err(|e| format!("bad interval {s:?}: {e}"))?;
     if !(v > 0.0 && v.is_finite()) {
         return Err(format!(
             "interval {s:?} must be a positive number of seconds"
         ));
+    }
+    if v > MAX_WATCH_SECS {
+        return Err(format!(
+            "interval {s:?} is too long (at most {MAX_WATCH_SECS} seconds)"
+        ));
+    }
+    if std::time::Duration::try_from_secs_f64(v).map_or(true, |d| d.is_zero()) {
+        return Err(format!("interval {s:?} is too short"));
     }
     Ok(v)
 }
@@ -122,5 +133,12 @@ mod tests {
         assert_eq!(c.socket, Some(PathBuf::from("/x")));
         assert!(Cli::try_parse_from(["vcramctl", "stats", "--json", "--prometheus"]).is_err());
         assert!(Cli::try_parse_from(["vcramctl", "stats", "--watch", "0"]).is_err());
+        for bad in ["1e300", "86401", "inf", "NaN", "1e-300", "-1"] {
+            assert!(
+                Cli::try_parse_from(["vcramctl", "stats", "--watch", bad]).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(Cli::try_parse_from(["vcramctl", "stats", "--watch", "0.5"]).is_ok());
     }
 }
