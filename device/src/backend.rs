@@ -20,7 +20,7 @@ use vmm_sys_util::event::{
 
 use crate::device::Device;
 use crate::protocol::*;
-use crate::request::Desc;
+use crate::request::{Chain, Desc};
 use crate::rl_warn;
 use crate::stats;
 use crate::window::{GuestMem, GM};
@@ -45,15 +45,17 @@ impl VcramBackend {
         }
     }
 
-    fn collect(chain: impl Iterator<Item = virtio_queue::desc::split::Descriptor>) -> Vec<Desc> {
-        chain
-            .take(VCRAM_MAX_CHAIN_DESCS + 1)
-            .map(|d| Desc {
-                addr: d.addr().0,
-                len: d.len(),
-                writable: d.is_write_only(),
-            })
-            .collect()
+    fn collect(chain: impl Iterator<Item = virtio_queue::desc::split::Descriptor>) -> Chain {
+        Chain::collect(chain.map(|d| {
+            (
+                Desc {
+                    addr: d.addr().0,
+                    len: d.len(),
+                    writable: d.is_write_only(),
+                },
+                d.has_next(),
+            )
+        }))
     }
 
     /// Put a chain on the used ring. A failure (head index out of range, used ring outside guest
@@ -73,7 +75,7 @@ impl VcramBackend {
     }
 
     /// Take the next chain off the queue: its head index and its descriptors.
-    fn pop_chain(vring: &VringRwLock<GM>, mem: &Mem) -> Option<(u16, Vec<Desc>)> {
+    fn pop_chain(vring: &VringRwLock<GM>, mem: &Mem) -> Option<(u16, Chain)> {
         let chain = vring
             .get_mut()
             .get_queue_mut()
@@ -120,8 +122,8 @@ impl VcramBackend {
     fn process_requests(&self, vring: &VringRwLock<GM>) -> io::Result<()> {
         self.serve_queue(vring, REQUEST_QUEUE, |mem| {
             let mut used = false;
-            while let Some((head, descs)) = Self::pop_chain(vring, mem) {
-                let len = self.dev.handle_request(&descs, &**mem);
+            while let Some((head, chain)) = Self::pop_chain(vring, mem) {
+                let len = self.dev.handle_request(&chain, &**mem);
                 self.add_used(vring, head, len);
                 used = true;
             }
@@ -149,18 +151,20 @@ impl VcramBackend {
             let mut used = false;
             let mut q = self.dev.events.lock().unwrap_or_else(|e| e.into_inner());
             while let Some(rec) = q.peek() {
-                let Some((head, descs)) = Self::pop_chain(vring, mem) else {
+                let Some((head, chain)) = Self::pop_chain(vring, mem) else {
                     break;
                 };
+                let descs = &chain.descs;
                 let readable = descs.iter().any(|d| !d.writable);
-                let room = crate::request::writable_len(&descs);
+                let room = crate::request::writable_len(descs);
                 let written = if readable
+                    || !chain.complete
                     || descs.len() > VCRAM_MAX_CHAIN_DESCS
                     || room < VCRAM_EVENT_SIZE as u64
                 {
                     None
                 } else {
-                    crate::request::scatter(&descs, &**mem, rec.as_slice())
+                    crate::request::scatter(descs, &**mem, rec.as_slice())
                 };
                 match written {
                     Some(n) => {
@@ -172,8 +176,9 @@ impl VcramBackend {
                         stats::inc(&self.dev.dc.bad_event_buffers, 1);
                         rl_warn!(
                             self.dev.warn,
-                            "unusable eventq buffer (head {head}: {} descriptors, {room} writable bytes, readable part: {readable}); returned unused",
-                            descs.len()
+                            "unusable eventq buffer (head {head}: {} descriptors, {room} writable bytes, readable part: {readable}, cut short: {}); returned unused",
+                            descs.len(),
+                            !chain.complete
                         );
                         self.add_used(vring, head, 0);
                     }

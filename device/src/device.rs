@@ -17,7 +17,7 @@ use crate::events::EventQueue;
 use crate::model::{Counters, Scanned, Store, StoreConfig, Stored};
 use crate::protocol::*;
 use crate::ratelimit::RateLimiter;
-use crate::request::{self, Desc, GuestBytes, Kind, Refusal, Reject, WindowGeom};
+use crate::request::{self, Chain, GuestBytes, Kind, Refusal, Reject, WindowGeom};
 use crate::rl_warn;
 use crate::stats::{self, DeviceCounters, Snapshot};
 use crate::window::{self, GuestMem, Located, WindowMap, WindowSpec, GM};
@@ -267,13 +267,14 @@ impl Device {
     }
 
     /// Handle one requestq chain. Returns the number of bytes written to the chain.
-    pub fn handle_request(&self, descs: &[Desc], mem: &dyn GuestBytes) -> u32 {
+    pub fn handle_request(&self, chain: &Chain, mem: &dyn GuestBytes) -> u32 {
+        let descs = &chain.descs[..];
         let map = self.map();
         let geom = map.as_ref().map(|m| WindowGeom {
             base: m.base,
             pages: m.pages(),
         });
-        let resp = match request::parse(descs, mem, geom) {
+        let resp = match request::parse_chain(chain, mem, geom) {
             Err(r) => {
                 self.refuse(r);
                 if r.reason == Reject::NoResponseBuffer {

@@ -26,6 +26,9 @@ pub trait GuestBytes {
 /// Why a request was refused (one counter each).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Reject {
+    /// The chain ends early: its last descriptor has NEXT, but the next one could not be read
+    /// (index past the queue or the indirect table, outside guest memory, a loop).
+    BrokenChain,
     /// More than `VCRAM_MAX_CHAIN_DESCS` descriptors.
     ChainTooLong,
     /// A device-readable descriptor after a device-writable one.
@@ -55,7 +58,8 @@ pub enum Reject {
 impl Reject {
     pub fn status(self) -> u32 {
         match self {
-            Reject::ChainTooLong
+            Reject::BrokenChain
+            | Reject::ChainTooLong
             | Reject::WrongDirection
             | Reject::NoResponseBuffer
             | Reject::HeaderShort
@@ -72,6 +76,7 @@ impl Reject {
 
     pub fn name(self) -> &'static str {
         match self {
+            Reject::BrokenChain => "broken_chain",
             Reject::ChainTooLong => "chain_too_long",
             Reject::WrongDirection => "wrong_direction",
             Reject::NoResponseBuffer => "no_response_buffer",
@@ -87,7 +92,8 @@ impl Reject {
         }
     }
 
-    pub const ALL: [Reject; 12] = [
+    pub const ALL: [Reject; 13] = [
+        Reject::BrokenChain,
         Reject::ChainTooLong,
         Reject::WrongDirection,
         Reject::NoResponseBuffer,
@@ -165,6 +171,31 @@ pub fn writable_len(descs: &[Desc]) -> u64 {
         .sum()
 }
 
+/// A descriptor chain as taken off a queue: at most `VCRAM_MAX_CHAIN_DESCS + 1` descriptors,
+/// and whether it ended properly (its last descriptor without NEXT).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Chain {
+    pub descs: Vec<Desc>,
+    pub complete: bool,
+}
+
+impl Chain {
+    /// Collect from an iterator of (descriptor, has NEXT); stops after one descriptor more than
+    /// allowed (so an endless chain is reported as too long).
+    pub fn collect(it: impl Iterator<Item = (Desc, bool)>) -> Chain {
+        let mut descs = Vec::new();
+        let mut more = true;
+        for (d, next) in it.take(VCRAM_MAX_CHAIN_DESCS + 1) {
+            descs.push(d);
+            more = next;
+        }
+        Chain {
+            descs,
+            complete: !more,
+        }
+    }
+}
+
 /// Check the chain layout. Returns whether a response can be written (>= 24 writable bytes,
 /// correct order) alongside any refusal.
 pub fn check_layout(descs: &[Desc]) -> Result<(), Refusal> {
@@ -187,7 +218,25 @@ pub fn check_layout(descs: &[Desc]) -> Result<(), Refusal> {
 
 const MAX_REQ_BYTES: u64 = VCRAM_REQ_HEADER_SIZE as u64 + VCRAM_MAX_RANGES as u64 * 16;
 
-/// Parse and validate a request chain. `window` is None when the device has no usable window.
+/// Parse and validate a request chain taken off the queue: a chain that was cut short is
+/// refused (after the descriptor count, before anything else).
+pub fn parse_chain(
+    chain: &Chain,
+    mem: &dyn GuestBytes,
+    window: Option<WindowGeom>,
+) -> Result<Request, Refusal> {
+    if chain.descs.len() <= VCRAM_MAX_CHAIN_DESCS && !chain.complete {
+        // A response can still be written if the part read holds one.
+        return Err(Refusal::new(match check_layout(&chain.descs) {
+            Err(r) if r.reason == Reject::NoResponseBuffer => Reject::NoResponseBuffer,
+            _ => Reject::BrokenChain,
+        }));
+    }
+    parse(&chain.descs, mem, window)
+}
+
+/// Parse and validate a complete request chain. `window` is None when the device has no usable
+/// window.
 pub fn parse(
     descs: &[Desc],
     mem: &dyn GuestBytes,
@@ -643,6 +692,43 @@ pub mod tests {
         let r = parse(&d, &m, None).unwrap_err();
         assert_eq!(r.reason, Reject::NoWindow);
         assert_eq!(r.reason.status(), VCRAM_S_NO_WINDOW);
+    }
+
+    #[test]
+    fn chains_cut_short() {
+        let b = req_bytes(VCRAM_REQ_DISCARD, &[(W.base, 1)]);
+        let (m, d) = setup(&b);
+        // the last descriptor still has NEXT: refused, though the part read is a valid request
+        let cut = Chain::collect(d.iter().map(|x| (*x, true)));
+        assert!(!cut.complete);
+        let r = parse_chain(&cut, &m, Some(W)).unwrap_err();
+        assert_eq!(r.reason, Reject::BrokenChain);
+        assert_eq!(r.reason.status(), VCRAM_S_BAD_REQUEST);
+        // cut before the response buffer: nothing can be answered
+        let cut = Chain::collect(d[..1].iter().map(|x| (*x, true)));
+        assert_eq!(
+            parse_chain(&cut, &m, Some(W)).unwrap_err().reason,
+            Reject::NoResponseBuffer
+        );
+        // an empty chain (the head could not be read)
+        let empty = Chain::collect(std::iter::empty());
+        assert!(!empty.complete);
+        assert_eq!(
+            parse_chain(&empty, &m, Some(W)).unwrap_err().reason,
+            Reject::NoResponseBuffer
+        );
+        // complete: parsed
+        let last = d.len() - 1;
+        let ok = Chain::collect(d.iter().enumerate().map(|(i, x)| (*x, i != last)));
+        assert!(ok.complete);
+        assert_eq!(parse_chain(&ok, &m, Some(W)).unwrap().ranges, vec![(0, 1)]);
+        // endless: at most one descriptor past the limit is taken, and it is too long
+        let endless = Chain::collect(std::iter::repeat((d[0], true)));
+        assert_eq!(endless.descs.len(), VCRAM_MAX_CHAIN_DESCS + 1);
+        assert_eq!(
+            parse_chain(&endless, &m, Some(W)).unwrap_err().reason,
+            Reject::ChainTooLong
+        );
     }
 
     #[test]

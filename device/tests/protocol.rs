@@ -373,6 +373,75 @@ fn indirect_descriptors_and_broken_chains() {
     assert!(s.device_errors >= 1);
 }
 
+/// A chain whose last descriptor still has NEXT (pointing past the queue, or past an indirect
+/// table) was cut short: virtio-queue's iterator just stops there. Such a chain must be refused,
+/// not executed with the part that was read.
+#[test]
+fn chains_cut_short_are_refused_not_executed() {
+    let d = Daemon::start(&[]);
+    let g = Guest::new();
+    let mut c = Conn::open(&d.socket, &g, MemSetup::Table);
+    let page = g.window_page(7);
+    let req = request_bytes(VCRAM_REQ_DISCARD, &[(page, 1)]);
+    let ra = c.alloc(64);
+    g.write(ra, &req);
+    let resp = c.alloc(24);
+
+    // direct: request, response, and the response's NEXT points past the queue
+    g.write(page, &text_page(7));
+    let i = c.rq.next_desc;
+    let k = (i + 1) % c.rq.size;
+    Vq::write_desc(&g, c.rq.desc, i, ra, req.len() as u32, VRING_DESC_F_NEXT, k);
+    Vq::write_desc(
+        &g,
+        c.rq.desc,
+        k,
+        resp,
+        24,
+        VRING_DESC_F_WRITE | VRING_DESC_F_NEXT,
+        c.rq.size + 100,
+    );
+    c.rq.next_desc = (k + 1) % c.rq.size;
+    c.rq.push_head(&g, i);
+    c.rq.kick();
+    let u = c.rq.wait_used(&g, 1, T);
+    assert_eq!(u[0].0, i as u32);
+    assert_eq!(u[0].1, 24, "refused with a response");
+    assert_eq!(le32(read_resp(&g, resp).status), VCRAM_S_BAD_REQUEST);
+    assert_eq!(g.read(page, 4096), text_page(7), "the DISCARD was executed");
+
+    // indirect: the table's last entry has NEXT pointing past the table
+    let table = c.alloc(64);
+    let head = c.rq.add_indirect(
+        &g,
+        table,
+        &[(ra, 16, false), (ra + 16, 16, false), (resp, 24, true)],
+    );
+    Vq::write_desc(
+        &g,
+        table,
+        2,
+        resp,
+        24,
+        VRING_DESC_F_WRITE | VRING_DESC_F_NEXT,
+        3,
+    );
+    c.rq.kick();
+    let u = c.rq.wait_used(&g, 1, T);
+    assert_eq!(u[0], (head as u32, 24));
+    assert_eq!(le32(read_resp(&g, resp).status), VCRAM_S_BAD_REQUEST);
+    assert_eq!(g.read(page, 4096), text_page(7), "the DISCARD was executed");
+
+    // a well-formed request still works
+    let (len, r) = c.request(&g, VCRAM_REQ_DISCARD, &[(page, 1)]);
+    assert_eq!((len, le32(r.status)), (24, VCRAM_S_OK));
+    assert!(g.read(page, 4096).iter().all(|b| *b == 0));
+    let s = d.stats();
+    assert_eq!(s.rejects["broken_chain"], 2);
+    assert_eq!(s.discard_requests, 1);
+    assert_eq!(s.device_errors, 0);
+}
+
 fn cpu_ticks(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let rest = &s[s.rfind(')').unwrap() + 2..];
