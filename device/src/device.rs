@@ -456,6 +456,16 @@ impl Device {
         self.connected.store(false, Ordering::Relaxed);
         self.ended.store(true, Ordering::Relaxed);
         *lock(&self.mem) = None;
+        // The page store (page table and images) goes with the session; the published
+        // counters and the event statistics stay for the control socket.
+        if let Some(st) = lock(&self.store).take() {
+            *lock(&self.published) = st.counters();
+        }
+    }
+
+    /// Whether a page store is held (a window was found and the session has not ended).
+    pub fn has_store(&self) -> bool {
+        lock(&self.store).is_some()
     }
 
     pub fn request_stop(&self) {
@@ -601,6 +611,44 @@ pub mod tests {
         let gm = guest(size);
         d.update_memory(gm.clone());
         (d, gm)
+    }
+
+    pub fn write_window(gm: &GM, page: u64, data: &[u8]) {
+        gm.memory()
+            .write_slice(data, GuestAddress(BASE + page * VCRAM_PAGE_SIZE))
+            .unwrap();
+    }
+
+    pub fn text_page(seed: u64) -> Vec<u8> {
+        let mut v = Vec::with_capacity(4096);
+        let mut i = seed;
+        while v.len() < 4096 {
+            v.extend_from_slice(format!("line {i} of some compressible text; ").as_bytes());
+            i += 1;
+        }
+        v.truncate(4096);
+        v
+    }
+
+    #[test]
+    fn disconnect_drops_the_page_store_and_keeps_the_statistics() {
+        let (d, gm) = device(DeviceOptions::default(), 4 << 20);
+        for i in 0..32 {
+            write_window(&gm, i, &text_page(i));
+        }
+        assert!(d.scan_pass());
+        assert_eq!(d.snapshot().stored_pages, 32);
+        assert!(d.has_store());
+        d.disconnect();
+        assert!(!d.has_store(), "the store outlived its session");
+        let s = d.snapshot();
+        assert_eq!(
+            s.stored_pages, 32,
+            "statistics of the session stay readable"
+        );
+        assert!(!s.connected);
+        // nothing to scan or serve any more
+        assert!(!d.scan_pass());
     }
 
     #[test]
