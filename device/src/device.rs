@@ -351,7 +351,7 @@ impl Device {
             }
             Kind::Commit => {
                 stats::inc(&self.dc.commit_requests, 1);
-                let mut scratch = vec![0u8; VCRAM_PAGE_SIZE as usize];
+                let mut scratch = Box::new([0u8; VCRAM_PAGE_SIZE as usize]);
                 let mut since_unlock = 0u32;
                 'outer: for &(first, n) in &req.ranges {
                     for idx in first..first.saturating_add(n) {
@@ -367,12 +367,11 @@ impl Device {
                             status = VCRAM_S_DEVICE_ERROR;
                             break 'outer;
                         };
-                        let Some(live) = map.page(idx) else {
+                        if !map.copy_page(idx, &mut scratch) {
                             status = VCRAM_S_DEVICE_ERROR;
                             break 'outer;
-                        };
-                        scratch.copy_from_slice(live);
-                        match store.store_page(idx, &scratch) {
+                        }
+                        match store.store_page(idx, &scratch[..]) {
                             Some(Stored::Overflow) => overflowed += 1,
                             Some(_) => {}
                             None => {
@@ -404,7 +403,7 @@ impl Device {
             return false;
         };
         let pages = map.pages();
-        let mut scratch = vec![0u8; VCRAM_PAGE_SIZE as usize];
+        let mut scratch = Box::new([0u8; VCRAM_PAGE_SIZE as usize]);
         let t0 = std::time::Instant::now();
         let mut events = false;
         let mut idx = 0u64;
@@ -422,13 +421,10 @@ impl Device {
             let mut i = idx;
             let mut recompressed = 0;
             while i < end && recompressed < 64 {
-                if let Some(live) = map.page(i) {
-                    if !matches!(
-                        store.scan_page(i, live, &mut scratch),
-                        Some(Scanned::Unchanged)
-                    ) {
-                        recompressed += 1;
-                    }
+                if map.copy_page(i, &mut scratch)
+                    && !matches!(store.scan_stable(i, &scratch[..]), Some(Scanned::Unchanged))
+                {
+                    recompressed += 1;
                 }
                 i += 1;
             }

@@ -13,7 +13,11 @@ use vm_memory::{
     GuestMemoryMmap, GuestMemoryRegion,
 };
 
+use vm_memory::VolatileSlice;
+
 use crate::protocol::VCRAM_PAGE_SIZE;
+
+const PAGE: usize = VCRAM_PAGE_SIZE as usize;
 
 pub type GuestMem = GuestMemoryMmap<()>;
 pub type GM = GuestMemoryAtomic<GuestMem>;
@@ -146,20 +150,26 @@ impl WindowMap {
         self.size / VCRAM_PAGE_SIZE
     }
 
-    /// The live bytes of page `idx` (guest memory: the guest may change them at any time).
-    #[inline]
-    pub fn page(&self, idx: u64) -> Option<&[u8]> {
-        if idx >= self.pages() {
+    /// Pages `[first, first + n)` of the window as a volatile slice: guest memory, which the
+    /// guest may change at any time, so it is never seen as `&[u8]`.
+    pub fn slice(&self, first: u64, n: u64) -> Option<VolatileSlice<'_>> {
+        let end = first.checked_add(n)?;
+        if end > self.pages() {
             return None;
         }
-        // SAFETY: idx < pages, so the 4 KiB span lies inside the mapped region, which the
-        // guard keeps mapped. The guest may write concurrently; we only hash or copy the bytes
-        // and never rely on them staying stable.
-        unsafe {
-            Some(std::slice::from_raw_parts(
-                self.host.add((idx * VCRAM_PAGE_SIZE) as usize),
-                VCRAM_PAGE_SIZE as usize,
-            ))
+        let off = usize::try_from(first * VCRAM_PAGE_SIZE).ok()?;
+        let len = usize::try_from(n * VCRAM_PAGE_SIZE).ok()?;
+        // SAFETY: [off, off + len) lies inside the mapped region (end <= pages), which the
+        // guard keeps mapped for the lifetime of `self`, hence of the slice.
+        Some(unsafe { VolatileSlice::new(self.host.add(off), len) })
+    }
+
+    /// Copy page `idx` into `out`: a stable snapshot of a page the guest may be writing.
+    #[inline]
+    pub fn copy_page(&self, idx: u64, out: &mut [u8; PAGE]) -> bool {
+        match self.slice(idx, 1) {
+            Some(v) => v.copy_to(&mut out[..]) == PAGE,
+            None => false,
         }
     }
 
@@ -185,12 +195,14 @@ impl WindowMap {
             {
                 return true;
             }
-            // Skip pages that are zero already (no write, no dirtying); a page with data is
-            // found out within its first 64 bytes in the common case.
-            for i in 0..n as usize {
-                let page = std::slice::from_raw_parts(p.add(i * 4096), 4096);
-                if !crate::model::compress::is_filled_with(page, 0) {
-                    zero_page(p.add(i * 4096));
+            // Skip pages that are zero already (no write, no dirtying). The check reads a copy
+            // (guest memory is never looked at through a reference).
+            let mut copy = [0u8; PAGE];
+            for i in 0..n {
+                if !self.copy_page(first + i, &mut copy)
+                    || !crate::model::compress::is_filled_with(&copy, 0)
+                {
+                    zero_page(p.add(i as usize * PAGE));
                 }
             }
             #[cfg(target_arch = "x86_64")]
@@ -305,17 +317,26 @@ mod tests {
         assert!(WindowMap::get(&gm, 1 << 32, 2 << 20).is_none());
         let map = WindowMap::get(&gm, 1 << 32, 1 << 20).unwrap();
         assert_eq!(map.pages(), 256);
-        assert!(map.page(256).is_none());
+        let mut p = [0u8; PAGE];
+        assert!(!map.copy_page(256, &mut p));
+        assert!(map.slice(255, 2).is_none());
+        assert!(map.slice(u64::MAX, 2).is_none());
+        assert_eq!(map.slice(0, 256).unwrap().len(), 1 << 20);
         // write through the guest view, read through the map
         let m = gm.memory();
         vm_memory::Bytes::write_slice(&*m, &[7u8; 8192], GuestAddress((1 << 32) + 4096)).unwrap();
-        assert_eq!(map.page(1).unwrap()[0], 7);
-        assert_eq!(map.page(2).unwrap()[4095], 7);
+        assert!(map.copy_page(1, &mut p));
+        assert_eq!(p[0], 7);
+        assert!(map.copy_page(2, &mut p));
+        assert_eq!(p[4095], 7);
         assert!(map.zero(1, 1, false));
-        assert!(map.page(1).unwrap().iter().all(|b| *b == 0));
-        assert_eq!(map.page(2).unwrap()[0], 7);
+        assert!(map.copy_page(1, &mut p));
+        assert!(p.iter().all(|b| *b == 0));
+        assert!(map.copy_page(2, &mut p));
+        assert_eq!(p[0], 7);
         assert!(!map.zero(255, 2, false));
         assert!(!map.zero(u64::MAX, 2, false));
-        assert_eq!(map.page(2).unwrap()[0], 7);
+        assert!(map.copy_page(2, &mut p));
+        assert_eq!(p[0], 7);
     }
 }

@@ -429,19 +429,29 @@ impl Store {
         true
     }
 
-    /// Compare the live content of page `idx` with what was last stored; restore it if it
-    /// changed. `scratch` receives a stable copy of the page when it must be (re)compressed.
+    /// Compare the content of page `idx` with what was last stored; restore it if it changed.
+    /// `live` is first copied to `scratch`, so the comparison and the image see the same bytes.
     pub fn scan_page(&mut self, idx: u64, live: &[u8], scratch: &mut [u8]) -> Option<Scanned> {
+        if live.len() != PAGE || scratch.len() != PAGE {
+            return None;
+        }
+        scratch.copy_from_slice(live);
+        self.scan_stable(idx, scratch)
+    }
+
+    /// Compare the stable copy `page` of page `idx` with what was last stored (a hash, or the
+    /// fill word); store it if it changed, or retry an overflow page once space is free.
+    pub fn scan_stable(&mut self, idx: u64, page: &[u8]) -> Option<Scanned> {
         let i = usize::try_from(idx).ok()?;
         let e = *self.table.get(i)?;
-        if live.len() != PAGE || scratch.len() != PAGE {
+        if page.len() != PAGE {
             return None;
         }
         self.c.scan_pages += 1;
         let unchanged = match e.state() {
-            PageState::Empty => compress::is_filled_with(live, 0),
-            PageState::Same => compress::is_filled_with(live, e.word),
-            _ => xxh3_64(live) == e.word,
+            PageState::Empty => compress::is_filled_with(page, 0),
+            PageState::Same => compress::is_filled_with(page, e.word),
+            _ => xxh3_64(page) == e.word,
         };
         if unchanged {
             if e.state() == PageState::Overflow {
@@ -450,16 +460,14 @@ impl Store {
                     .physical_capacity
                     .saturating_sub(self.physical_used());
                 if free >= rounded(e.size().max(1)) as u64 {
-                    scratch.copy_from_slice(live);
-                    let r = self.store_page(idx, scratch)?;
+                    let r = self.store_page(idx, page)?;
                     self.c.scan_retried_pages += 1;
                     return Some(Scanned::Retried(r));
                 }
             }
             return Some(Scanned::Unchanged);
         }
-        scratch.copy_from_slice(live);
-        let r = self.store_page(idx, scratch)?;
+        let r = self.store_page(idx, page)?;
         self.c.scan_changed_pages += 1;
         Some(Scanned::Changed(r))
     }
