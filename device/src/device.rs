@@ -349,6 +349,19 @@ impl Device {
                     }
                 }
             }
+            Kind::Reset => {
+                stats::inc(&self.dc.reset_requests, 1);
+                if let Some(store) = guard.as_mut() {
+                    // Released from the backing at once where it can be punched (the host
+                    // memory goes too), else zeroed.
+                    if map.zero(0, map.pages(), true) {
+                        store.reset();
+                        done = map.pages();
+                    } else {
+                        status = VCRAM_S_DEVICE_ERROR;
+                    }
+                }
+            }
             Kind::Commit => {
                 stats::inc(&self.dc.commit_requests, 1);
                 let mut scratch = Box::new([0u8; VCRAM_PAGE_SIZE as usize]);
@@ -645,6 +658,105 @@ pub mod tests {
         assert!(!s.connected);
         // nothing to scan or serve any more
         assert!(!d.scan_pass());
+    }
+
+    /// Run a request through `handle_request` with a chain in the first MiB of guest memory.
+    pub fn run_request(d: &Device, gm: &GM, req_type: u32, ranges: &[(u64, u32)]) -> VcramResp {
+        let m = gm.memory();
+        let mut req = VcramReqHeader {
+            req_type: req_type.into(),
+            nr_ranges: (ranges.len() as u32).into(),
+            tag: 0.into(),
+        }
+        .as_slice()
+        .to_vec();
+        for &(a, n) in ranges {
+            req.extend_from_slice(
+                VcramRange {
+                    addr: a.into(),
+                    npages: n.into(),
+                    reserved: 0.into(),
+                }
+                .as_slice(),
+            );
+        }
+        m.write_slice(&req, GuestAddress(0x1000)).unwrap();
+        let chain = Chain {
+            descs: vec![
+                request::Desc {
+                    addr: 0x1000,
+                    len: req.len() as u32,
+                    writable: false,
+                },
+                request::Desc {
+                    addr: 0x80000,
+                    len: 24,
+                    writable: true,
+                },
+            ],
+            complete: true,
+        };
+        assert_eq!(d.handle_request(&chain, &*m), 24);
+        m.read_obj(GuestAddress(0x80000)).unwrap()
+    }
+
+    #[test]
+    fn reset_discards_the_whole_window() {
+        // 4 MiB window, 64 KiB metadata, 256 KiB physical: 128 raw pages reach HIGH
+        let (d, gm) = device(
+            DeviceOptions {
+                physical_size: Some(256 << 10),
+                ..Default::default()
+            },
+            4 << 20,
+        );
+        let pages = (4 << 20) / VCRAM_PAGE_SIZE;
+        for i in 0..48 {
+            let mut p = text_page(i);
+            // incompressible
+            for (k, b) in p.iter_mut().enumerate() {
+                *b = (k as u64 * 2654435761 + i * 97).to_le_bytes()[2] ^ (k as u8);
+            }
+            write_window(&gm, i * 7, &p);
+        }
+        write_window(&gm, pages - 1, &text_page(3));
+        let r = run_request(&d, &gm, VCRAM_REQ_COMMIT, &[(BASE, (pages - 1) as u32)]);
+        assert_eq!(u32::from(r.status), VCRAM_S_OK);
+        assert!(d.scan_pass());
+        let before = d.snapshot();
+        assert!(before.stored_pages >= 49, "{}", before.stored_pages);
+        assert!(before.pressure_level > 0, "test needs pressure");
+        let r = run_request(&d, &gm, VCRAM_REQ_RESET, &[]);
+        assert_eq!(u32::from(r.status), VCRAM_S_OK);
+        assert_eq!(u64::from(r.pages_done), pages);
+        let s = d.snapshot();
+        assert_eq!(s.stored_pages, 0);
+        assert_eq!(s.overflow_pages, 0);
+        assert_eq!(s.physical_used, s.metadata_bytes);
+        assert_eq!(s.pressure_level, VCRAM_LEVEL_NORMAL);
+        assert_eq!(s.reset_requests, 1);
+        // the window reads as zero, and a scan finds nothing to store
+        let m = gm.memory();
+        let mut buf = vec![1u8; 4 << 20];
+        m.read_slice(&mut buf, GuestAddress(BASE)).unwrap();
+        assert!(buf.iter().all(|b| *b == 0));
+        assert!(d.scan_pass());
+        assert_eq!(d.snapshot().stored_pages, 0);
+        // the level change was queued for the driver, newest last
+        let q = d.events.lock().unwrap();
+        assert!(q.len() >= 2);
+        drop(q);
+        let mut last = None;
+        while let Some(e) = {
+            let q = d.events.lock().unwrap();
+            q.peek()
+        } {
+            last = Some(e);
+            d.events.lock().unwrap().pop_delivered();
+        }
+        let last = last.unwrap();
+        assert_eq!(u32::from(last.event_type), VCRAM_EVT_PRESSURE);
+        assert_eq!(u32::from(last.level), VCRAM_LEVEL_NORMAL);
     }
 
     #[test]

@@ -139,6 +139,8 @@ impl Refusal {
 pub enum Kind {
     Discard,
     Commit,
+    /// The whole window (no ranges).
+    Reset,
 }
 
 /// A validated request: page ranges as window page indices.
@@ -260,14 +262,24 @@ pub fn parse(
     if readable < VCRAM_REQ_HEADER_SIZE as u64 {
         return Err(Refusal::new(Reject::HeaderShort));
     }
+    // The whole readable part must be guest memory before its content decides anything.
+    if descs
+        .iter()
+        .filter(|d| !d.writable)
+        .any(|d| !mem.valid(d.addr, u64::from(d.len)))
+    {
+        return Err(Refusal::new(Reject::BadAddress));
+    }
     if readable > MAX_REQ_BYTES {
-        // Too long for any valid request; look at the header only to report the type first.
+        // Too long for any valid request; look at the header only, for the checks that come
+        // before the length (type, range count).
         let mut hdr = [0u8; VCRAM_REQ_HEADER_SIZE];
         gather(descs, mem, &mut hdr)?;
         let h = VcramReqHeader::from_slice(&hdr)
             .copied()
             .unwrap_or_default();
-        check_type(u32::from(h.req_type))?;
+        let kind = check_type(u32::from(h.req_type))?;
+        check_range_count(kind, u32::from(h.nr_ranges))?;
         return Err(Refusal::new(Reject::LengthMismatch));
     }
     let mut buf = vec![0u8; readable as usize];
@@ -279,9 +291,7 @@ pub fn parse(
         .ok_or(Refusal::new(Reject::HeaderShort))?;
     let kind = check_type(u32::from(hdr.req_type))?;
     let nr = u32::from(hdr.nr_ranges);
-    if nr == 0 || nr > VCRAM_MAX_RANGES {
-        return Err(Refusal::new(Reject::BadRangeCount));
-    }
+    check_range_count(kind, nr)?;
     if readable != VCRAM_REQ_HEADER_SIZE as u64 + u64::from(nr) * VCRAM_RANGE_SIZE as u64 {
         return Err(Refusal::new(Reject::LengthMismatch));
     }
@@ -322,10 +332,24 @@ pub fn parse(
     Ok(Request { kind, ranges })
 }
 
+/// DISCARD and COMMIT: 1 ..= 1024 ranges; RESET: none.
+fn check_range_count(kind: Kind, nr: u32) -> Result<(), Refusal> {
+    let ok = match kind {
+        Kind::Reset => nr == 0,
+        Kind::Discard | Kind::Commit => (1..=VCRAM_MAX_RANGES).contains(&nr),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Refusal::new(Reject::BadRangeCount))
+    }
+}
+
 fn check_type(t: u32) -> Result<Kind, Refusal> {
     match t {
         VCRAM_REQ_DISCARD => Ok(Kind::Discard),
         VCRAM_REQ_COMMIT => Ok(Kind::Commit),
+        VCRAM_REQ_RESET => Ok(Kind::Reset),
         _ => Err(Refusal::new(Reject::Unsupported)),
     }
 }
@@ -563,8 +587,9 @@ pub mod tests {
         // huge readable length
         d[0].len = 0x4000;
         assert_eq!(refuse(&d, &m).reason, Reject::LengthMismatch);
+        // ... past the end of guest memory: the readable part is checked first (section 4.4)
         d[0].len = u32::MAX;
-        assert_eq!(refuse(&d, &m).reason, Reject::LengthMismatch);
+        assert_eq!(refuse(&d, &m).reason, Reject::BadAddress);
         // too many descriptors
         let mut many = vec![
             Desc {
@@ -645,7 +670,7 @@ pub mod tests {
 
     #[test]
     fn unknown_type_and_counts() {
-        for t in [0u32, 3, 0xffff_ffff] {
+        for t in [0u32, 4, 0xffff_ffff] {
             let b = req_bytes(t, &[(W.base, 1)]);
             let (m, d) = setup(&b);
             let r = refuse(&d, &m);
@@ -729,6 +754,76 @@ pub mod tests {
             parse_chain(&endless, &m, Some(W)).unwrap_err().reason,
             Reject::ChainTooLong
         );
+    }
+
+    #[test]
+    fn reset_has_no_ranges() {
+        let b = req_bytes(VCRAM_REQ_RESET, &[]);
+        let (m, d) = setup(&b);
+        let r = parse(&d, &m, Some(W)).unwrap();
+        assert_eq!(r.kind, Kind::Reset);
+        assert!(r.ranges.is_empty());
+        // ranges are refused
+        let b = req_bytes(VCRAM_REQ_RESET, &[(W.base, 1)]);
+        let (m, d) = setup(&b);
+        assert_eq!(refuse(&d, &m).reason, Reject::BadRangeCount);
+        // a header of 16 bytes followed by more: length mismatch
+        let mut b = req_bytes(VCRAM_REQ_RESET, &[]);
+        b.extend_from_slice(&[0u8; 16]);
+        let (m, d) = setup(&b);
+        assert_eq!(refuse(&d, &m).reason, Reject::LengthMismatch);
+        // no window
+        let b = req_bytes(VCRAM_REQ_RESET, &[]);
+        let (m, d) = setup(&b);
+        assert_eq!(parse(&d, &m, None).unwrap_err().reason, Reject::NoWindow);
+    }
+
+    /// PROTOCOL.md section 4.4: readable part inside guest memory before type, type before
+    /// range count, range count before the exact length, even for a readable part too long
+    /// for any request.
+    #[test]
+    fn order_of_checks_matches_the_protocol() {
+        let m = FakeMem::new(0, 0x10000);
+        let hdr = req_bytes(99, &[]);
+        m.put(0x1000, &hdr);
+        let resp = Desc {
+            addr: 0x8000,
+            len: 24,
+            writable: true,
+        };
+        // unknown type, but a readable descriptor outside guest memory: BAD_REQUEST
+        for tail_len in [16u32, 0x8000] {
+            let d = vec![
+                Desc {
+                    addr: 0x1000,
+                    len: 16,
+                    writable: false,
+                },
+                Desc {
+                    addr: 0x7fff_0000_0000,
+                    len: tail_len,
+                    writable: false,
+                },
+                resp,
+            ];
+            assert_eq!(refuse(&d, &m).reason, Reject::BadAddress, "{tail_len}");
+        }
+        // too long for any request: the type is reported first, then the range count
+        let long = vec![
+            Desc {
+                addr: 0x1000,
+                len: 0x5000,
+                writable: false,
+            },
+            resp,
+        ];
+        assert_eq!(refuse(&long, &m).reason, Reject::Unsupported);
+        let mut b = req_bytes(VCRAM_REQ_DISCARD, &[]);
+        b[4..8].copy_from_slice(&5000u32.to_le_bytes());
+        m.put(0x1000, &b);
+        assert_eq!(refuse(&long, &m).reason, Reject::BadRangeCount);
+        m.put(0x1000, &req_bytes(VCRAM_REQ_DISCARD, &[(W.base, 1)]));
+        assert_eq!(refuse(&long, &m).reason, Reject::LengthMismatch);
     }
 
     #[test]

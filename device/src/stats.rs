@@ -14,6 +14,7 @@ use crate::request::Reject;
 pub struct DeviceCounters {
     pub discard_requests: AtomicU64,
     pub commit_requests: AtomicU64,
+    pub reset_requests: AtomicU64,
     pub bad_requests: AtomicU64,
     pub rejects: [AtomicU64; Reject::ALL.len()],
     /// Requests whose response could not be written (buffer outside guest memory).
@@ -75,6 +76,7 @@ pub struct Snapshot {
     pub raw_pages: u64,
     pub overflow_pages: u64,
     pub overflow_pages_total: u64,
+    pub reset_requests: u64,
     pub discard_requests: u64,
     pub discard_pages: u64,
     pub commit_requests: u64,
@@ -161,6 +163,7 @@ impl Snapshot {
     pub fn set_device(&mut self, d: &DeviceCounters) {
         self.discard_requests = get(&d.discard_requests);
         self.commit_requests = get(&d.commit_requests);
+        self.reset_requests = get(&d.reset_requests);
         self.bad_requests = get(&d.bad_requests);
         self.rejects = Reject::ALL
             .iter()
@@ -323,6 +326,7 @@ pub fn render_table(s: &Snapshot) -> String {
         "commits",
         format!("{} requests, {} pages", s.commit_requests, s.commit_pages),
     );
+    row("resets", format!("{} requests", s.reset_requests));
     row(
         "scans",
         format!(
@@ -510,6 +514,12 @@ pub fn render_prometheus(s: &Snapshot) -> String {
             "pages discarded",
             c,
             s.discard_pages as f64,
+        ),
+        (
+            "vcram_reset_requests_total",
+            "RESET requests (whole window discarded)",
+            c,
+            s.reset_requests as f64,
         ),
         (
             "vcram_commit_requests_total",

@@ -190,7 +190,7 @@ impl WindowMap {
         unsafe {
             let p = self.host.add(off);
             if punch
-                && n >= PUNCH_MIN_PAGES
+                && (n >= PUNCH_MIN_PAGES || n == self.pages())
                 && libc::madvise(p as *mut libc::c_void, len, libc::MADV_REMOVE) == 0
             {
                 return true;

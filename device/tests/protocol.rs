@@ -373,6 +373,37 @@ fn indirect_descriptors_and_broken_chains() {
     assert!(s.device_errors >= 1);
 }
 
+/// RESET (1.2): the whole window is discarded (host memory released), accounting back to the
+/// metadata alone; what the previous guest kernel left is no longer counted.
+#[test]
+fn reset_discards_the_whole_window_and_releases_host_memory() {
+    use std::os::unix::fs::MetadataExt;
+    let d = Daemon::start(&[]);
+    let g = Guest::new();
+    let mut c = Conn::open(&d.socket, &g, MemSetup::Table);
+    assert_eq!(u16::from(c.cfg().version_minor), 2);
+    for i in 0..300 {
+        g.write(g.window_page(i), &text_page(i));
+    }
+    let (_, r) = c.request(&g, VCRAM_REQ_COMMIT, &[(g.window_page(0), 300)]);
+    assert_eq!(le32(r.status), VCRAM_S_OK);
+    assert_eq!(d.stats().stored_pages, 300);
+    let blocks = || g.regions[1].file.metadata().unwrap().blocks();
+    assert!(blocks() >= 300 * 8);
+    let (len, r) = c.request(&g, VCRAM_REQ_RESET, &[]);
+    assert_eq!((len, le32(r.status)), (24, VCRAM_S_OK));
+    assert_eq!(le64(r.pages_done), WIN_SIZE / 4096);
+    assert_eq!(blocks(), 0, "host memory of the window released");
+    assert!(g.read(g.window_page(0), 300 * 4096).iter().all(|b| *b == 0));
+    let s = d.stats();
+    assert_eq!(s.stored_pages, 0);
+    assert_eq!(s.physical_used, s.metadata_bytes);
+    assert_eq!(s.reset_requests, 1);
+    // a RESET with ranges is malformed
+    let (_, r) = c.request(&g, VCRAM_REQ_RESET, &[(g.window_page(0), 1)]);
+    assert_eq!(le32(r.status), VCRAM_S_BAD_REQUEST);
+}
+
 /// A chain whose last descriptor still has NEXT (pointing past the queue, or past an indirect
 /// table) was cut short: virtio-queue's iterator just stops there. Such a chain must be refused,
 /// not executed with the part that was read.

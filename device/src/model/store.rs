@@ -429,6 +429,14 @@ impl Store {
         true
     }
 
+    /// Drop everything held: every page is empty (the caller zeroed the window).
+    pub fn reset(&mut self) {
+        for i in 0..self.table.len() {
+            self.release(i);
+        }
+        self.after_change();
+    }
+
     /// Compare the content of page `idx` with what was last stored; restore it if it changed.
     /// `live` is first copied to `scratch`, so the comparison and the image see the same bytes.
     pub fn scan_page(&mut self, idx: u64, live: &[u8], scratch: &mut [u8]) -> Option<Scanned> {
