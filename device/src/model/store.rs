@@ -166,9 +166,16 @@ pub enum Scanned {
     Retried(Stored),
 }
 
+/// Pages per block of the occupancy summary.
+pub const BLOCK_PAGES: usize = 512;
+
 pub struct Store {
     cfg: StoreConfig,
     table: Vec<Entry>,
+    /// Per block of `BLOCK_PAGES` pages: how many entries are not Empty. Lets passes over holes
+    /// of the window skip blocks that hold nothing without reading their entries (the table is
+    /// allocated zeroed, so entries never touched stay unmapped).
+    occupied: Vec<u32>,
     arena: Arena,
     encoder: Encoder,
     c: Counters,
@@ -199,7 +206,8 @@ impl Store {
             high_b: pct(cfg.high_watermark),
             hyst_b: pct(cfg.hysteresis),
             cfg,
-            table: vec![Entry::default(); pages],
+            table: zeroed_table(pages)?,
+            occupied: vec![0; pages.div_ceil(BLOCK_PAGES)],
             arena: Arena::new(),
             encoder,
             c,
@@ -271,6 +279,11 @@ impl Store {
         let Some(e) = self.table.get(i).copied() else {
             return;
         };
+        if e.state() != PageState::Empty {
+            if let Some(b) = self.occupied.get_mut(i / BLOCK_PAGES) {
+                *b -= 1;
+            }
+        }
         let c = &mut self.c;
         match e.state() {
             PageState::Empty => return,
@@ -337,6 +350,10 @@ impl Store {
             return None;
         }
         self.release(i);
+        // Every outcome below leaves the entry non-Empty.
+        if let Some(b) = self.occupied.get_mut(i / BLOCK_PAGES) {
+            *b += 1;
+        }
         let enc = self.encoder.encode(page);
         let r = match enc {
             Encoded::Same(w) => {
@@ -431,10 +448,117 @@ impl Store {
 
     /// Drop everything held: every page is empty (the caller zeroed the window).
     pub fn reset(&mut self) {
-        for i in 0..self.table.len() {
-            self.release(i);
+        let mut from = 0;
+        while let Some(i) = self.next_occupied(from, self.cfg.pages) {
+            if let Ok(i) = usize::try_from(i) {
+                self.release(i);
+            }
+            from = i + 1;
         }
         self.after_change();
+    }
+
+    /// The first page in `[from, end)` that is not Empty, skipping blocks that hold nothing.
+    pub fn next_occupied(&self, from: u64, end: u64) -> Option<u64> {
+        let end = usize::try_from(end.min(self.cfg.pages)).ok()?;
+        let mut i = usize::try_from(from).ok()?;
+        while i < end {
+            let block = i / BLOCK_PAGES;
+            let block_end = ((block + 1) * BLOCK_PAGES).min(end);
+            if self.occupied.get(block).copied().unwrap_or(0) == 0 {
+                i = block_end;
+                continue;
+            }
+            while i < block_end {
+                if self.table.get(i)?.state() != PageState::Empty {
+                    return Some(i as u64);
+                }
+                i += 1;
+            }
+        }
+        None
+    }
+
+    /// Recount the page table and the arena and compare with the counters and the occupancy
+    /// summary (for tests and consistency checks; reads every entry).
+    pub fn verify(&self) -> Result<(), String> {
+        let c = self.counters();
+        let (mut stored, mut same, mut zero, mut comp, mut raw, mut over) = (0, 0, 0, 0, 0, 0);
+        let (mut bytes, mut rounded_bytes) = (0u64, 0u64);
+        let mut occupied = vec![0u32; self.occupied.len()];
+        for (i, e) in self.table.iter().enumerate() {
+            if e.state() != PageState::Empty {
+                occupied[i / BLOCK_PAGES] += 1;
+            }
+            match e.state() {
+                PageState::Empty => {}
+                PageState::Same => {
+                    stored += 1;
+                    same += 1;
+                    if e.word == 0 {
+                        zero += 1;
+                    }
+                }
+                PageState::Compressed => {
+                    stored += 1;
+                    comp += 1;
+                    bytes += e.size() as u64;
+                    rounded_bytes += rounded(e.size()) as u64;
+                }
+                PageState::Raw => {
+                    stored += 1;
+                    raw += 1;
+                    bytes += PAGE as u64;
+                    rounded_bytes += PAGE as u64;
+                }
+                PageState::Overflow => over += 1,
+            }
+        }
+        let want = (stored, same, zero, comp, raw, over, bytes, rounded_bytes);
+        let got = (
+            c.stored_pages,
+            c.same_pages,
+            c.zero_pages,
+            c.compressed_pages,
+            c.raw_pages,
+            c.overflow_pages,
+            c.compressed_bytes,
+            c.image_bytes,
+        );
+        if want != got {
+            return Err(format!("counters {got:?}, recount {want:?}"));
+        }
+        if self.arena.live_bytes() != rounded_bytes {
+            return Err(format!(
+                "arena holds {} bytes, images {rounded_bytes}",
+                self.arena.live_bytes()
+            ));
+        }
+        if c.physical_used != c.metadata_bytes + rounded_bytes
+            || c.physical_used > c.physical_capacity.max(c.metadata_bytes)
+            || c.max_physical_used < c.physical_used
+        {
+            return Err(format!(
+                "physical used {} (max {}), metadata {} + images {rounded_bytes}, capacity {}",
+                c.physical_used, c.max_physical_used, c.metadata_bytes, c.physical_capacity
+            ));
+        }
+        if occupied != self.occupied {
+            return Err("occupancy summary differs from the page table".into());
+        }
+        Ok(())
+    }
+
+    /// Whether page `idx` is recorded as reading zero (empty, or same-filled with 0).
+    pub fn is_zero(&self, idx: u64) -> bool {
+        usize::try_from(idx)
+            .ok()
+            .and_then(|i| self.table.get(i))
+            .is_some_and(|e| match e.state() {
+                PageState::Empty => true,
+                PageState::Same => e.word == 0,
+                _ => false,
+            })
     }
 
     /// Compare the content of page `idx` with what was last stored; restore it if it changed.
@@ -539,6 +663,25 @@ impl Store {
             }
             self.events.push(ModelEvent::Pressure { level: next, used });
         }
+    }
+}
+
+/// A page table of `pages` empty entries, allocated zeroed: the kernel maps its pages only
+/// when an entry is first written, so a sparse window costs only the entries in use.
+fn zeroed_table(pages: usize) -> std::io::Result<Vec<Entry>> {
+    if pages == 0 {
+        return Ok(Vec::new());
+    }
+    let layout = std::alloc::Layout::array::<Entry>(pages).map_err(std::io::Error::other)?;
+    // SAFETY: the layout is non-zero-sized (pages > 0). An all-zero Entry is a valid value
+    // (word 0, slot 0, meta 0: Empty), so the zeroed allocation holds `pages` initialized
+    // entries, allocated by the global allocator with the layout Vec<Entry> expects.
+    unsafe {
+        let p = std::alloc::alloc_zeroed(layout) as *mut Entry;
+        if p.is_null() {
+            return Err(std::io::Error::from(std::io::ErrorKind::OutOfMemory));
+        }
+        Ok(Vec::from_raw_parts(p, pages, pages))
     }
 }
 
@@ -818,6 +961,7 @@ mod tests {
             );
             assert!(c.physical_used <= cap, "step {step}");
             assert!(c.max_physical_used >= c.physical_used);
+            s.verify().unwrap();
         }
         let c = s.counters();
         assert!(c.overflow_pages_total > 0, "the run never hit the capacity");
@@ -855,5 +999,36 @@ mod tests {
         let c = s.counters();
         assert_eq!(c.scan_changed_pages, 3);
         assert_eq!(c.scan_pages, 6);
+    }
+
+    #[test]
+    fn occupancy_summary_skips_empty_blocks_and_reset_empties_the_store() {
+        let pages = 5 * BLOCK_PAGES as u64 + 7;
+        let mut s = Store::new(cfg(pages, 1 << 30)).unwrap();
+        assert_eq!(s.next_occupied(0, pages), None);
+        let at = [3u64, 700, 701, 2 * 512 + 511, pages - 1];
+        for &i in &at {
+            s.store_page(i, &text_page(i)).unwrap();
+        }
+        s.store_page(900, &vec![0u8; PAGE]).unwrap();
+        let mut found = Vec::new();
+        let mut from = 0;
+        while let Some(i) = s.next_occupied(from, pages) {
+            found.push(i);
+            from = i + 1;
+        }
+        assert_eq!(found, vec![3, 700, 701, 900, 2 * 512 + 511, pages - 1]);
+        assert_eq!(s.next_occupied(4, 700), None);
+        assert_eq!(s.next_occupied(702, pages), Some(900));
+        assert!(s.is_zero(900) && s.is_zero(0) && !s.is_zero(700));
+        s.discard_page(701);
+        assert_eq!(s.next_occupied(701, 900), None);
+        s.verify().unwrap();
+        s.reset();
+        s.verify().unwrap();
+        let c = s.counters();
+        assert_eq!((c.stored_pages, c.image_bytes), (0, 0));
+        assert_eq!(c.physical_used, c.metadata_bytes);
+        assert_eq!(s.next_occupied(0, pages), None);
     }
 }
