@@ -410,18 +410,27 @@ impl Device {
     }
 
     /// One scan pass over the window. Returns false when there was nothing to scan.
+    ///
+    /// Only pages with data in the backing file are read (SEEK_DATA/SEEK_HOLE): a hole reads
+    /// as zero, so in a hole only pages the store holds something for are looked at (through
+    /// the occupancy summary, without reading guest memory). The cost of a pass follows the
+    /// pages the guest touched, not the window size, and holes stay holes.
     pub fn scan_pass(&self) -> bool {
+        /// Hold the store lock for at most this many pages examined, or 64 recompressions,
+        /// whichever comes first, so requests are not held up behind a pass.
         const CHUNK: u64 = 1024;
+        const ZERO: [u8; VCRAM_PAGE_SIZE as usize] = [0; VCRAM_PAGE_SIZE as usize];
         let Some(map) = self.map() else {
             return false;
         };
         let pages = map.pages();
+        let runs = map.data_runs(0, pages);
         let mut scratch = Box::new([0u8; VCRAM_PAGE_SIZE as usize]);
         let t0 = std::time::Instant::now();
         let mut events = false;
         let mut idx = 0u64;
+        let mut run = 0usize;
         while idx < pages {
-            let end = (idx + CHUNK).min(pages);
             let mut guard = lock(&self.store);
             let Some(store) = guard.as_mut() else {
                 return false;
@@ -429,21 +438,53 @@ impl Device {
             if store.pages() != pages {
                 return false;
             }
-            // Hold the store lock for at most CHUNK pages, or 64 recompressions, whichever
-            // comes first, so requests are not held up behind a pass.
-            let mut i = idx;
+            let mut examined = 0;
             let mut recompressed = 0;
-            while i < end && recompressed < 64 {
-                if map.copy_page(i, &mut scratch)
-                    && !matches!(store.scan_stable(i, &scratch[..]), Some(Scanned::Unchanged))
-                {
+            while idx < pages && examined < CHUNK && recompressed < 64 {
+                while runs.get(run).is_some_and(|r| r.0 + r.1 <= idx) {
+                    run += 1;
+                }
+                let outcome = match runs.get(run) {
+                    Some(&(start, _)) if start <= idx => {
+                        // data: compare a copy of the page
+                        let r = map
+                            .copy_page(idx, &mut scratch)
+                            .then(|| store.scan_stable(idx, &scratch[..]))
+                            .flatten();
+                        idx += 1;
+                        r
+                    }
+                    next => {
+                        // a hole up to the next run: only pages held as non-zero changed
+                        let hole_end = next.map_or(pages, |r| r.0);
+                        let mut from = idx;
+                        let mut hit = None;
+                        while let Some(j) = store.next_occupied(from, hole_end) {
+                            if !store.is_zero(j) {
+                                hit = Some(j);
+                                break;
+                            }
+                            from = j + 1;
+                        }
+                        match hit {
+                            Some(j) => {
+                                idx = j + 1;
+                                store.scan_stable(j, &ZERO)
+                            }
+                            None => {
+                                idx = hole_end;
+                                continue;
+                            }
+                        }
+                    }
+                };
+                examined += 1;
+                if !matches!(outcome, Some(Scanned::Unchanged)) {
                     recompressed += 1;
                 }
-                i += 1;
             }
             events |= self.after_op(store);
             drop(guard);
-            idx = i;
             if self.stopping() {
                 break;
             }
@@ -589,22 +630,108 @@ impl Device {
 #[cfg(test)]
 pub mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
     use vm_memory::mmap::MmapRegion;
     use vm_memory::{FileOffset, GuestMemoryAtomic, GuestMemoryMmap, GuestRegionMmap};
 
     pub const BASE: u64 = 1 << 32;
 
     /// Guest memory: 1 MiB of RAM at 0 and a window of `size` bytes at `BASE`, each a tempfile.
+    /// A memfd, like QEMU's memory-backend-memfd.
+    pub fn memfd() -> std::fs::File {
+        use std::os::fd::FromRawFd;
+        // SAFETY: a fresh descriptor from memfd_create, owned by the File from here on.
+        unsafe {
+            let fd = libc::memfd_create(c"vcram-test".as_ptr(), libc::MFD_CLOEXEC);
+            assert!(fd >= 0);
+            std::fs::File::from_raw_fd(fd)
+        }
+    }
+
     pub fn guest(size: usize) -> GM {
-        let region = |base: u64, size: usize| {
-            let f = tempfile::tempfile().unwrap();
+        guest_with(size).0
+    }
+
+    /// Also returns the window's memfd.
+    pub fn guest_with(size: usize) -> (GM, std::fs::File) {
+        let win = memfd();
+        let region = |f: std::fs::File, base: u64, size: usize| {
             f.set_len(size as u64).unwrap();
             let m = MmapRegion::from_file(FileOffset::new(f, 0), size).unwrap();
             GuestRegionMmap::new(m, GuestAddress(base)).unwrap()
         };
-        GuestMemoryAtomic::new(
-            GuestMemoryMmap::from_regions(vec![region(0, 1 << 20), region(BASE, size)]).unwrap(),
-        )
+        let gm = GuestMemoryAtomic::new(
+            GuestMemoryMmap::from_regions(vec![
+                region(memfd(), 0, 1 << 20),
+                region(win.try_clone().unwrap(), BASE, size),
+            ])
+            .unwrap(),
+        );
+        (gm, win)
+    }
+
+    /// 512-byte blocks the file uses.
+    pub fn blocks(f: &std::fs::File) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        f.metadata().unwrap().blocks()
+    }
+
+    #[test]
+    fn scans_and_discards_never_touch_holes() {
+        // 64 MiB window, 10 pages written
+        let size = 64 << 20;
+        let d = Device::new(DeviceOptions {
+            window: WindowSpec {
+                base: Some(BASE),
+                ..Default::default()
+            },
+            scan_interval_ms: 0,
+            ..Default::default()
+        })
+        .unwrap();
+        let (gm, win) = guest_with(size);
+        d.update_memory(gm.clone());
+        let written = [0u64, 1, 2, 500, 9000, 9001, 9002, 9003, 16000, 16383];
+        for &i in &written {
+            write_window(&gm, i, &text_page(i));
+        }
+        let used = blocks(&win);
+        assert_eq!(used, written.len() as u64 * 8);
+        assert!(d.scan_pass());
+        let s = d.snapshot();
+        assert_eq!(s.stored_pages, written.len() as u64);
+        assert_eq!(
+            s.scan_pages,
+            written.len() as u64,
+            "only pages with data are read"
+        );
+        assert_eq!(blocks(&win), used, "a scan allocated host memory for holes");
+        // a DISCARD over a large hole-y range: the zero check skips the holes
+        let r = run_request(&d, &gm, VCRAM_REQ_DISCARD, &[(BASE + 600 * 4096, 8000)]);
+        assert_eq!(u32::from(r.status), VCRAM_S_OK);
+        assert_eq!(
+            blocks(&win),
+            used,
+            "a DISCARD allocated host memory for holes"
+        );
+        // a page punched out behind the device's back reads zero: the scan notices without
+        // reading it
+        // SAFETY: fallocate on our own memfd.
+        let rc = unsafe {
+            libc::fallocate(
+                win.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                500 * 4096,
+                4096,
+            )
+        };
+        assert_eq!(rc, 0);
+        assert!(d.scan_pass());
+        let s = d.snapshot();
+        assert_eq!(s.stored_pages, written.len() as u64);
+        assert_eq!(s.zero_pages, 1, "the punched page is now held as zero");
+        assert_eq!(s.scan_pages, 2 * written.len() as u64);
+        assert_eq!(blocks(&win), used - 8);
     }
 
     pub fn device(opts: DeviceOptions, size: usize) -> (Device, GM) {

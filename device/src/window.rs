@@ -5,6 +5,7 @@
 //! `WindowMap` holds a reference-counted snapshot of the memory table, which keeps the mapping
 //! alive while it is in use even if the frontend removes the region meanwhile.
 
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -125,6 +126,8 @@ pub fn locate(mem: &GuestMem, spec: &WindowSpec) -> Located {
 pub struct WindowMap {
     _guard: GuestMemoryLoadGuard<GuestMem>,
     host: *mut u8,
+    /// The backing file and the offset of the window in it (kept open by the guard).
+    file: Option<(RawFd, u64)>,
     pub base: u64,
     pub size: u64,
 }
@@ -138,9 +141,13 @@ impl WindowMap {
             return None;
         }
         let host = r.get_host_address(vm_memory::MemoryRegionAddress(0)).ok()?;
+        let file = r
+            .file_offset()
+            .map(|fo| (fo.file().as_raw_fd(), fo.start()));
         Some(WindowMap {
             _guard: guard,
             host,
+            file,
             base,
             size,
         })
@@ -148,6 +155,60 @@ impl WindowMap {
 
     pub fn pages(&self) -> u64 {
         self.size / VCRAM_PAGE_SIZE
+    }
+
+    /// The runs of pages in `[first, first + n)` that hold data in the backing file, as
+    /// (first page, pages), in order; the rest are holes (read as zero, use no host memory).
+    /// Found with SEEK_DATA/SEEK_HOLE, so holes are never touched. Where the backing cannot
+    /// tell (no file, lseek unsupported), the whole range is one run.
+    pub fn data_runs(&self, first: u64, n: u64) -> Vec<(u64, u64)> {
+        let all = vec![(first, n)];
+        let Some(end_page) = first.checked_add(n).filter(|e| *e <= self.pages()) else {
+            return Vec::new();
+        };
+        if n == 0 {
+            return Vec::new();
+        }
+        let Some((fd, off)) = self.file else {
+            return all;
+        };
+        let to_off = |page: u64| {
+            page.checked_mul(VCRAM_PAGE_SIZE)
+                .and_then(|b| b.checked_add(off))
+                .and_then(|b| i64::try_from(b).ok())
+        };
+        let (Some(start), Some(end)) = (to_off(first), to_off(end_page)) else {
+            return all;
+        };
+        let page_of = |o: i64| (o as u64 - off) / VCRAM_PAGE_SIZE;
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        let mut pos = start;
+        while pos < end {
+            // SAFETY: lseek on a descriptor the guard keeps open; no memory is passed.
+            let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
+            if data < 0 {
+                if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO) {
+                    break; // no data from pos to the end of the file
+                }
+                return all;
+            }
+            if data >= end {
+                break;
+            }
+            // SAFETY: as above.
+            let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+            if hole < 0 || hole <= data {
+                return all;
+            }
+            let hole = hole.min(end);
+            let (p0, p1) = (page_of(data), page_of(hole - 1) + 1);
+            match runs.last_mut() {
+                Some(last) if last.0 + last.1 >= p0 => last.1 = p1.max(last.0 + last.1) - last.0,
+                _ => runs.push((p0, p1 - p0)),
+            }
+            pos = to_off(p1).unwrap_or(end);
+        }
+        runs
     }
 
     /// Pages `[first, first + n)` of the window as a volatile slice: guest memory, which the
@@ -195,14 +256,17 @@ impl WindowMap {
             {
                 return true;
             }
-            // Skip pages that are zero already (no write, no dirtying). The check reads a copy
-            // (guest memory is never looked at through a reference).
+            // Skip holes of the backing (never touched, so they stay holes) and pages that are
+            // zero already (no write, no dirtying). The check reads a copy (guest memory is
+            // never looked at through a reference).
             let mut copy = [0u8; PAGE];
-            for i in 0..n {
-                if !self.copy_page(first + i, &mut copy)
-                    || !crate::model::compress::is_filled_with(&copy, 0)
-                {
-                    zero_page(p.add(i as usize * PAGE));
+            for (run, len) in self.data_runs(first, n) {
+                for idx in run..run + len {
+                    if !self.copy_page(idx, &mut copy)
+                        || !crate::model::compress::is_filled_with(&copy, 0)
+                    {
+                        zero_page(self.host.add(idx as usize * PAGE));
+                    }
                 }
             }
             #[cfg(target_arch = "x86_64")]
@@ -338,5 +402,29 @@ mod tests {
         assert!(!map.zero(u64::MAX, 2, false));
         assert!(map.copy_page(2, &mut p));
         assert_eq!(p[0], 7);
+    }
+
+    #[test]
+    fn data_runs_follow_the_backing_file() {
+        let win = crate::device::tests::memfd();
+        let gm = GuestMemoryAtomic::new(mem(vec![region(&win, 1 << 32, 4 << 20)]));
+        let map = WindowMap::get(&gm, 1 << 32, 4 << 20).unwrap();
+        assert_eq!(map.data_runs(0, 1024), vec![]);
+        let m = gm.memory();
+        for p in [3u64, 4, 100, 1023] {
+            vm_memory::Bytes::write_slice(&*m, &[1u8; 16], GuestAddress((1 << 32) + p * 4096))
+                .unwrap();
+        }
+        assert_eq!(map.data_runs(0, 1024), vec![(3, 2), (100, 1), (1023, 1)]);
+        assert_eq!(map.data_runs(4, 100), vec![(4, 1), (100, 1)]);
+        assert_eq!(map.data_runs(5, 95), vec![]);
+        assert_eq!(map.data_runs(1000, 30), vec![], "past the window");
+        assert_eq!(map.data_runs(0, 0), vec![]);
+        // without a backing file the whole range is one run
+        let anon = GuestMemoryAtomic::new(
+            GuestMemoryMmap::from_ranges(&[(GuestAddress(1 << 32), 1 << 20)]).unwrap(),
+        );
+        let map = WindowMap::get(&anon, 1 << 32, 1 << 20).unwrap();
+        assert_eq!(map.data_runs(10, 20), vec![(10, 20)]);
     }
 }

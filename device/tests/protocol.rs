@@ -562,7 +562,9 @@ fn scanner_finds_direct_writes() {
     let mut c = Conn::open(&d.socket, &g, MemSetup::Table);
     let s = d.scan();
     assert_eq!(s.scans, 1);
-    assert_eq!(s.scan_pages, WIN_PAGES);
+    // the window's memfd is all holes: nothing is read
+    assert_eq!(s.scan_pages, 0);
+    assert!(WIN_PAGES > 1000);
     assert_eq!(s.scan_changed_pages, 0);
     for i in 0..10 {
         g.write(g.window_page(1000 + i), &text_page(i));
@@ -570,6 +572,7 @@ fn scanner_finds_direct_writes() {
     g.write(g.window_page(5), &[0x77; 4096]);
     let s = d.scan();
     assert_eq!(s.scans, 2);
+    assert_eq!(s.scan_pages, 11, "only the pages with data are read");
     assert_eq!(s.scan_changed_pages, 11);
     assert_eq!(s.compressed_pages, 10);
     assert_eq!(s.same_pages, 1);
