@@ -34,9 +34,20 @@ fn commit_all(c: &mut Conn, g: &Guest, pages: u64) -> Duration {
 #[test]
 #[ignore]
 fn discard_throughput() {
+    for mode in ["memset", "punch"] {
+        discard_throughput_mode(mode);
+    }
+}
+
+fn discard_throughput_mode(mode: &str) {
     let win: u64 = 256 << 20;
     let pages = win / 4096;
-    let d = Daemon::start(&["--window-size", &win.to_string()]);
+    let ws = win.to_string();
+    let mut args = vec!["--window-size", ws.as_str()];
+    if mode == "punch" {
+        args.push("--punch-holes");
+    }
+    let d = Daemon::start(&args);
     let g = Guest::with_window(win);
     let mut c = Conn::open(&d.socket, &g, MemSetup::Table);
     for &(range_pages, per_req) in &[(1u64, 256u64), (16, 64), (512, 8)] {
@@ -76,7 +87,7 @@ fn discard_throughput() {
                 .all(|b| *b == 0));
         }
         println!(
-            "discard_pages_per_s range_pages={range_pages} ranges_per_req={per_req} {:.0}",
+            "discard_pages_per_s mode={mode} range_pages={range_pages} ranges_per_req={per_req} {:.0}",
             pages as f64 / best
         );
     }

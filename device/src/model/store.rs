@@ -47,7 +47,7 @@ impl PageState {
 ///   image was made from; Empty: 0.
 /// - `slot`: arena slot of the image (Compressed/Raw).
 /// - `meta`: bits 0..4 state, bits 16..29 image size in bytes (Overflow: size it needed).
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct Entry {
     word: u64,
@@ -56,8 +56,19 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// Whether `page` is the content this entry was made from (a word compare for empty and
+    /// same-filled pages, the xxh3-64 hash otherwise).
     #[inline]
-    fn state(&self) -> PageState {
+    pub fn matches(&self, page: &[u8]) -> bool {
+        match self.state() {
+            PageState::Empty => compress::is_filled_with(page, 0),
+            PageState::Same => compress::is_filled_with(page, self.word),
+            _ => xxh3_64(page) == self.word,
+        }
+    }
+
+    #[inline]
+    pub fn state(&self) -> PageState {
         PageState::from_bits(self.meta)
     }
     #[inline]
@@ -166,6 +177,67 @@ pub enum Scanned {
     Retried(Stored),
 }
 
+/// A page encoded (and hashed) outside the store: what [`Store::put_prepared`] and
+/// [`Store::install_scan`] hold. Encoding is the expensive part; it needs no lock.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    pub enc: Encoded,
+    /// xxh3-64 of the page (Compressed/Raw).
+    pub hash: u64,
+    /// The zstd image (Compressed) or the page itself (Raw); empty for Same.
+    pub image: Vec<u8>,
+}
+
+impl Prepared {
+    pub fn new(encoder: &mut Encoder, page: &[u8]) -> Prepared {
+        let enc = encoder.encode(page);
+        let (hash, image) = match enc {
+            Encoded::Same(_) => (0, Vec::new()),
+            Encoded::Compressed(n) => (
+                xxh3_64(page),
+                encoder.output().get(..n).unwrap_or(&[]).to_vec(),
+            ),
+            Encoded::Raw => (xxh3_64(page), page.to_vec()),
+        };
+        Prepared { enc, hash, image }
+    }
+}
+
+/// A page's entry and its block's generation, as seen when work on it started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Seen {
+    pub entry: Entry,
+    pub gen: u32,
+}
+
+/// What scanning one page outside the lock found.
+#[derive(Clone, Debug)]
+pub enum ScanWork {
+    Unchanged,
+    Changed(Prepared),
+    /// An unchanged overflow page, encoded for a retry (stored if space is free by then).
+    Retry(Prepared),
+}
+
+impl ScanWork {
+    /// Compare `page` (a stable copy) with `seen`; encode it if it changed, or if it is an
+    /// overflow page and `room()` says it might fit now. A page is encoded at most once.
+    pub fn new(
+        encoder: &mut Encoder,
+        seen: &Seen,
+        page: &[u8],
+        room: impl FnOnce() -> bool,
+    ) -> ScanWork {
+        if !seen.entry.matches(page) {
+            ScanWork::Changed(Prepared::new(encoder, page))
+        } else if seen.entry.state() == PageState::Overflow && room() {
+            ScanWork::Retry(Prepared::new(encoder, page))
+        } else {
+            ScanWork::Unchanged
+        }
+    }
+}
+
 /// Pages per block of the occupancy summary.
 pub const BLOCK_PAGES: usize = 512;
 
@@ -176,6 +248,10 @@ pub struct Store {
     /// of the window skip blocks that hold nothing without reading their entries (the table is
     /// allocated zeroed, so entries never touched stay unmapped).
     occupied: Vec<u32>,
+    /// Per block of `BLOCK_PAGES` pages: bumped by every change of an entry in it. Work
+    /// prepared outside the store lock (scans, compression) is installed only if the
+    /// generation it started from is still current.
+    gens: Vec<u32>,
     arena: Arena,
     encoder: Encoder,
     c: Counters,
@@ -208,6 +284,7 @@ impl Store {
             cfg,
             table: zeroed_table(pages)?,
             occupied: vec![0; pages.div_ceil(BLOCK_PAGES)],
+            gens: vec![0; pages.div_ceil(BLOCK_PAGES)],
             arena: Arena::new(),
             encoder,
             c,
@@ -279,6 +356,9 @@ impl Store {
         let Some(e) = self.table.get(i).copied() else {
             return;
         };
+        if let Some(g) = self.gens.get_mut(i / BLOCK_PAGES) {
+            *g = g.wrapping_add(1);
+        }
         if e.state() != PageState::Empty {
             if let Some(b) = self.occupied.get_mut(i / BLOCK_PAGES) {
                 *b -= 1;
@@ -349,13 +429,72 @@ impl Store {
         if i >= self.table.len() || page.len() != PAGE {
             return None;
         }
+        let p = Prepared::new(&mut self.encoder, page);
+        Some(self.put(i, &p))
+    }
+
+    /// The entry of page `idx` and the generation of its block: what work prepared outside
+    /// the lock starts from.
+    pub fn snapshot(&self, idx: u64) -> Option<Seen> {
+        let i = usize::try_from(idx).ok()?;
+        Some(Seen {
+            entry: *self.table.get(i)?,
+            gen: *self.gens.get(i / BLOCK_PAGES)?,
+        })
+    }
+
+    /// Whether an overflow page of this entry would fit now.
+    pub fn has_room_for(&self, e: &Entry) -> bool {
+        let free = self
+            .cfg
+            .physical_capacity
+            .saturating_sub(self.physical_used());
+        free >= rounded(e.size().max(1)) as u64
+    }
+
+    /// Hold a page encoded outside the lock, unconditionally (COMMIT).
+    pub fn put_prepared(&mut self, idx: u64, p: &Prepared) -> Option<Stored> {
+        let i = usize::try_from(idx).ok()?;
+        if i >= self.table.len() {
+            return None;
+        }
+        Some(self.put(i, p))
+    }
+
+    /// Apply the result of scanning page `idx` outside the lock, if nothing changed the page's
+    /// block since `seen` (else the work is dropped: None; the next pass sees the page again).
+    pub fn install_scan(&mut self, idx: u64, seen: Seen, work: &ScanWork) -> Option<Scanned> {
+        if self.snapshot(idx)? != seen {
+            return None;
+        }
+        let i = usize::try_from(idx).ok()?;
+        self.c.scan_pages += 1;
+        match work {
+            ScanWork::Unchanged => Some(Scanned::Unchanged),
+            ScanWork::Changed(p) => {
+                let r = self.put(i, p);
+                self.c.scan_changed_pages += 1;
+                Some(Scanned::Changed(r))
+            }
+            ScanWork::Retry(p) => {
+                if !self.has_room_for(&seen.entry) {
+                    return Some(Scanned::Unchanged);
+                }
+                let r = self.put(i, p);
+                self.c.scan_retried_pages += 1;
+                Some(Scanned::Retried(r))
+            }
+        }
+    }
+
+    /// Hold the prepared page as page `i` (i < pages), replacing what was held.
+    fn put(&mut self, i: usize, p: &Prepared) -> Stored {
         self.release(i);
         // Every outcome below leaves the entry non-Empty.
         if let Some(b) = self.occupied.get_mut(i / BLOCK_PAGES) {
             *b += 1;
         }
-        let enc = self.encoder.encode(page);
-        let r = match enc {
+        let r = match p.enc {
             Encoded::Same(w) => {
                 if let Some(e) = self.table.get_mut(i) {
                     e.set(PageState::Same, 0, w, 0);
@@ -368,50 +507,41 @@ impl Store {
                 Stored::Same
             }
             Encoded::Compressed(_) | Encoded::Raw => {
-                let (size, state) = match enc {
+                let (size, state) = match p.enc {
                     Encoded::Compressed(n) => (n, PageState::Compressed),
                     _ => (PAGE, PageState::Raw),
                 };
-                let hash = xxh3_64(page);
                 let need = rounded(size) as u64;
-                if self.physical_used() + need > self.cfg.physical_capacity {
-                    self.note_overflow(i, hash, size);
-                    Stored::Overflow
+                let slot = if self.physical_used() + need > self.cfg.physical_capacity {
+                    None
                 } else {
-                    let slot = match state {
-                        PageState::Compressed => self
-                            .encoder
-                            .output()
-                            .get(..size)
-                            .and_then(|img| self.arena.store(img)),
-                        _ => self.arena.store(page),
-                    };
-                    match slot {
-                        None => {
-                            self.note_overflow(i, hash, size);
-                            Stored::Overflow
+                    p.image.get(..size).and_then(|img| self.arena.store(img))
+                };
+                match slot {
+                    None => {
+                        self.note_overflow(i, p.hash, size);
+                        Stored::Overflow
+                    }
+                    Some(slot) => {
+                        if let Some(e) = self.table.get_mut(i) {
+                            e.set(state, size, p.hash, slot);
                         }
-                        Some(slot) => {
-                            if let Some(e) = self.table.get_mut(i) {
-                                e.set(state, size, hash, slot);
-                            }
-                            self.c.stored_pages += 1;
-                            self.c.compressed_bytes += size as u64;
-                            self.c.image_bytes += need;
-                            if state == PageState::Raw {
-                                self.c.raw_pages += 1;
-                                Stored::Raw
-                            } else {
-                                self.c.compressed_pages += 1;
-                                Stored::Compressed(size)
-                            }
+                        self.c.stored_pages += 1;
+                        self.c.compressed_bytes += size as u64;
+                        self.c.image_bytes += need;
+                        if state == PageState::Raw {
+                            self.c.raw_pages += 1;
+                            Stored::Raw
+                        } else {
+                            self.c.compressed_pages += 1;
+                            Stored::Compressed(size)
                         }
                     }
                 }
             }
         };
         self.after_change();
-        Some(r)
+        r
     }
 
     /// Drop whatever page `idx` holds (the guest freed it; its memory is zeroed by the caller).
@@ -574,34 +704,13 @@ impl Store {
     /// Compare the stable copy `page` of page `idx` with what was last stored (a hash, or the
     /// fill word); store it if it changed, or retry an overflow page once space is free.
     pub fn scan_stable(&mut self, idx: u64, page: &[u8]) -> Option<Scanned> {
-        let i = usize::try_from(idx).ok()?;
-        let e = *self.table.get(i)?;
+        let seen = self.snapshot(idx)?;
         if page.len() != PAGE {
             return None;
         }
-        self.c.scan_pages += 1;
-        let unchanged = match e.state() {
-            PageState::Empty => compress::is_filled_with(page, 0),
-            PageState::Same => compress::is_filled_with(page, e.word),
-            _ => xxh3_64(page) == e.word,
-        };
-        if unchanged {
-            if e.state() == PageState::Overflow {
-                let free = self
-                    .cfg
-                    .physical_capacity
-                    .saturating_sub(self.physical_used());
-                if free >= rounded(e.size().max(1)) as u64 {
-                    let r = self.store_page(idx, page)?;
-                    self.c.scan_retried_pages += 1;
-                    return Some(Scanned::Retried(r));
-                }
-            }
-            return Some(Scanned::Unchanged);
-        }
-        let r = self.store_page(idx, page)?;
-        self.c.scan_changed_pages += 1;
-        Some(Scanned::Changed(r))
+        let room = self.has_room_for(&seen.entry);
+        let work = ScanWork::new(&mut self.encoder, &seen, page, || room);
+        self.install_scan(idx, seen, &work)
     }
 
     /// Record one finished scan pass.
