@@ -80,6 +80,30 @@ fn parse_queue_size(s: &str) -> Result<u16, String> {
     Ok(v)
 }
 
+/// Most worker threads accepted.
+pub const MAX_THREADS: usize = 256;
+
+fn parse_threads(s: &str) -> Result<usize, String> {
+    let v: usize = s
+        .trim()
+        .parse()
+        .map_err(|e| format!("bad thread count {s:?}: {e}"))?;
+    if !(1..=MAX_THREADS).contains(&v) {
+        return Err(format!(
+            "thread count {v} must be between 1 and {MAX_THREADS}"
+        ));
+    }
+    Ok(v)
+}
+
+/// The cores this process may run on.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(MAX_THREADS)
+}
+
 /// vhost-user backend emulating a compressed-RAM (CXL) memory expander.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "vcram-device", version, about)]
@@ -134,6 +158,9 @@ pub struct Cli {
     /// window file) instead of zeroing them with memset; slower per page.
     #[arg(long)]
     pub punch_holes: bool,
+    /// Worker threads for scanning and compression (default: the available cores).
+    #[arg(long, value_name = "N", value_parser = parse_threads)]
+    pub threads: Option<usize>,
     /// Serve a single frontend connection, then exit.
     #[arg(long)]
     pub once: bool,
@@ -220,6 +247,7 @@ impl Cli {
                 scan_interval_ms: self.scan_interval_ms,
                 queue_size: self.queue_size,
                 punch_holes: self.punch_holes,
+                threads: self.threads.unwrap_or_else(default_threads),
             },
         })
     }
@@ -285,6 +313,9 @@ mod tests {
         assert_eq!(o.device.level, 3);
         assert_eq!(o.device.high_watermark, 85);
         assert_eq!(o.device.node, 1);
+        assert_eq!(o.device.threads, default_threads());
+        let o = parse(&["--socket", "s", "--window-base", "0", "--threads", "3"]).unwrap();
+        assert_eq!(o.device.threads, 3);
         let o = parse(&["--socket", "s", "--window-base", "0", "--level", "-3"]).unwrap();
         assert_eq!(o.device.level, -3);
     }
@@ -333,6 +364,8 @@ mod tests {
                 "8K",
             ],
             &["--socket", "s", "--window-base", "0", "--queue-size", "100"],
+            &["--socket", "s", "--window-base", "0", "--threads", "0"],
+            &["--socket", "s", "--window-base", "0", "--threads", "100000"],
             &[
                 "--socket",
                 "s",

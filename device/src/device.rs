@@ -6,7 +6,7 @@
 //! only takes leaf locks that are never held for long, so it answers promptly even while a
 //! large request holds the store.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 use log::{error, info, warn};
@@ -14,7 +14,9 @@ use vm_memory::{ByteValued, Bytes, GuestAddress, GuestAddressSpace};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::events::EventQueue;
-use crate::model::{Counters, Scanned, Store, StoreConfig, Stored};
+use crate::model::compress::Encoder;
+use crate::model::store::{Prepared, ScanWork, Seen};
+use crate::model::{Counters, PageState, Store, StoreConfig, Stored};
 use crate::protocol::*;
 use crate::ratelimit::RateLimiter;
 use crate::request::{self, Chain, GuestBytes, Kind, Refusal, Reject, WindowGeom};
@@ -39,6 +41,8 @@ pub struct DeviceOptions {
     pub queue_size: u16,
     /// Release host memory of large discarded runs (MADV_REMOVE) instead of memset.
     pub punch_holes: bool,
+    /// Worker threads for scanning and compression.
+    pub threads: usize,
 }
 
 impl Default for DeviceOptions {
@@ -55,6 +59,7 @@ impl Default for DeviceOptions {
             scan_interval_ms: 1000,
             queue_size: 1024,
             punch_holes: false,
+            threads: 1,
         }
     }
 }
@@ -90,6 +95,8 @@ pub struct Device {
     store: Mutex<Option<Store>>,
     published: Mutex<Counters>,
     pub events: Mutex<EventQueue>,
+    /// zstd contexts of idle workers.
+    encoders: Mutex<Vec<Encoder>>,
     pub dc: DeviceCounters,
     pub warn: RateLimiter,
     /// Written when events are queued outside the vring thread.
@@ -137,6 +144,7 @@ impl Device {
             store: Mutex::new(None),
             published: Mutex::new(Counters::default()),
             events: Mutex::new(EventQueue::new()),
+            encoders: Mutex::new(Vec::new()),
             dc: DeviceCounters::default(),
             warn: RateLimiter::new(10),
             notify: EventFd::new(EFD_NONBLOCK)?,
@@ -323,9 +331,6 @@ impl Device {
 
     /// Run a validated request against the window.
     pub fn execute(&self, req: &request::Request, map: &WindowMap) -> VcramResp {
-        /// COMMIT releases the store lock this often (pages), so scans and other readers of
-        /// the store are not held up behind a large request.
-        const COMMIT_LOCK_PAGES: u32 = 128;
         let mut guard = lock(&self.store);
         match guard.as_ref() {
             Some(st) if st.pages() == map.pages() => {}
@@ -364,39 +369,15 @@ impl Device {
             }
             Kind::Commit => {
                 stats::inc(&self.dc.commit_requests, 1);
-                let mut scratch = Box::new([0u8; VCRAM_PAGE_SIZE as usize]);
-                let mut since_unlock = 0u32;
-                'outer: for &(first, n) in &req.ranges {
-                    for idx in first..first.saturating_add(n) {
-                        if since_unlock == COMMIT_LOCK_PAGES {
-                            since_unlock = 0;
-                            if let Some(st) = guard.as_mut() {
-                                self.after_op(st);
-                            }
-                            drop(guard);
-                            guard = lock(&self.store);
-                        }
-                        let Some(store) = guard.as_mut() else {
-                            status = VCRAM_S_DEVICE_ERROR;
-                            break 'outer;
-                        };
-                        if !map.copy_page(idx, &mut scratch) {
-                            status = VCRAM_S_DEVICE_ERROR;
-                            break 'outer;
-                        }
-                        match store.store_page(idx, &scratch[..]) {
-                            Some(Stored::Overflow) => overflowed += 1,
-                            Some(_) => {}
-                            None => {
-                                status = VCRAM_S_DEVICE_ERROR;
-                                break 'outer;
-                            }
-                        }
-                        store.counters_mut().commit_pages += 1;
-                        done += 1;
-                        since_unlock += 1;
-                    }
+                // Compression runs outside the store lock, on the worker pool.
+                drop(guard);
+                let (ok, d, o) = self.commit_ranges(&req.ranges, map);
+                if !ok {
+                    status = VCRAM_S_DEVICE_ERROR;
                 }
+                done = d;
+                overflowed = o;
+                guard = lock(&self.store);
             }
         }
         if status != VCRAM_S_OK {
@@ -409,15 +390,154 @@ impl Device {
         VcramResp::new(status, VCRAM_NO_RANGE, done, overflowed)
     }
 
+    /// An encoder for a worker (reused across operations).
+    fn take_encoder(&self) -> Option<Encoder> {
+        if let Some(e) = lock(&self.encoders).pop() {
+            return Some(e);
+        }
+        match Encoder::new(self.opts.level, self.opts.raw_threshold) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                rl_warn!(self.warn, "cannot create a zstd context: {e}");
+                None
+            }
+        }
+    }
+
+    fn give_encoder(&self, e: Encoder) {
+        let mut pool = lock(&self.encoders);
+        if pool.len() < self.threads() {
+            pool.push(e);
+        }
+    }
+
+    /// Worker threads for scanning and compression (`--threads`, at least 1).
+    pub fn threads(&self) -> usize {
+        self.opts.threads.max(1)
+    }
+
+    /// Run `work` on up to `n` threads (the caller's included); each returns when it finds no
+    /// more work.
+    fn on_workers(&self, n: usize, work: impl Fn() + Sync) {
+        let n = n.clamp(1, self.threads());
+        if n == 1 {
+            work();
+            return;
+        }
+        std::thread::scope(|s| {
+            for _ in 1..n {
+                if let Err(e) = std::thread::Builder::new()
+                    .name("vcram-worker".into())
+                    .spawn_scoped(s, &work)
+                {
+                    rl_warn!(self.warn, "cannot start a worker thread: {e}");
+                    break;
+                }
+            }
+            work();
+        });
+    }
+
+    /// COMMIT the pages of `ranges`: copied and encoded by the workers outside the store lock
+    /// (a page whose content the store already holds is not encoded again), held under the
+    /// lock a chunk at a time. Returns (no internal failure, pages done, pages overflowed).
+    fn commit_ranges(&self, ranges: &[(u64, u64)], map: &WindowMap) -> (bool, u64, u64) {
+        const CHUNK: u64 = 128;
+        let mut chunks = Vec::new();
+        for &(first, n) in ranges {
+            let mut p = first;
+            let end = first.saturating_add(n);
+            while p < end {
+                let m = CHUNK.min(end - p);
+                chunks.push((p, m));
+                p += m;
+            }
+        }
+        let next = AtomicUsize::new(0);
+        let failed = AtomicBool::new(false);
+        let done = AtomicU64::new(0);
+        let overflowed = AtomicU64::new(0);
+        let work = || {
+            let Some(mut enc) = self.take_encoder() else {
+                failed.store(true, Ordering::Relaxed);
+                return;
+            };
+            let mut page = Box::new([0u8; VCRAM_PAGE_SIZE as usize]);
+            while !failed.load(Ordering::Relaxed) {
+                let Some(&(first, n)) = chunks.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                    break;
+                };
+                let seen: Option<Vec<Seen>> = match lock(&self.store).as_ref() {
+                    Some(st) => (first..first + n).map(|i| st.snapshot(i)).collect(),
+                    None => None,
+                };
+                let Some(seen) = seen else {
+                    failed.store(true, Ordering::Relaxed);
+                    break;
+                };
+                let mut prepared = Vec::with_capacity(n as usize);
+                for (k, s) in seen.iter().enumerate() {
+                    if !map.copy_page(first + k as u64, &mut page) {
+                        failed.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                    let held = matches!(
+                        s.entry.state(),
+                        PageState::Same | PageState::Compressed | PageState::Raw
+                    );
+                    prepared.push(if held && s.entry.matches(&page[..]) {
+                        None
+                    } else {
+                        Some(Prepared::new(&mut enc, &page[..]))
+                    });
+                }
+                if prepared.len() != seen.len() {
+                    break;
+                }
+                let mut guard = lock(&self.store);
+                let Some(store) = guard.as_mut() else {
+                    failed.store(true, Ordering::Relaxed);
+                    break;
+                };
+                let mut over = 0;
+                for (k, p) in prepared.iter().enumerate() {
+                    if let Some(p) = p {
+                        match store.put_prepared(first + k as u64, p) {
+                            Some(Stored::Overflow) => over += 1,
+                            Some(_) => {}
+                            None => failed.store(true, Ordering::Relaxed),
+                        }
+                    }
+                }
+                store.counters_mut().commit_pages += n;
+                self.after_op(store);
+                drop(guard);
+                done.fetch_add(n, Ordering::Relaxed);
+                overflowed.fetch_add(over, Ordering::Relaxed);
+            }
+            self.give_encoder(enc);
+        };
+        let total: u64 = ranges.iter().map(|r| r.1).sum();
+        self.on_workers(total.div_ceil(4 * CHUNK) as usize, work);
+        (
+            !failed.load(Ordering::Relaxed),
+            done.load(Ordering::Relaxed),
+            overflowed.load(Ordering::Relaxed),
+        )
+    }
+
     /// One scan pass over the window. Returns false when there was nothing to scan.
     ///
     /// Only pages with data in the backing file are read (SEEK_DATA/SEEK_HOLE): a hole reads
-    /// as zero, so in a hole only pages the store holds something for are looked at (through
-    /// the occupancy summary, without reading guest memory). The cost of a pass follows the
-    /// pages the guest touched, not the window size, and holes stay holes.
+    /// as zero, so in a hole only pages the store holds something non-zero for are looked at
+    /// (through the occupancy summary, without reading guest memory). The cost of a pass
+    /// follows the pages the guest touched, not the window size, and holes stay holes.
+    ///
+    /// The window is cut into chunks of `CHUNK` pages, taken by up to `--threads` workers.
+    /// For a chunk, a worker notes the entries under the store lock, then copies, compares
+    /// and encodes the pages without it, then installs the results under the lock (dropping
+    /// those whose block changed meanwhile: the next pass sees them again).
     pub fn scan_pass(&self) -> bool {
-        /// Hold the store lock for at most this many pages examined, or 64 recompressions,
-        /// whichever comes first, so requests are not held up behind a pass.
         const CHUNK: u64 = 1024;
         const ZERO: [u8; VCRAM_PAGE_SIZE as usize] = [0; VCRAM_PAGE_SIZE as usize];
         let Some(map) = self.map() else {
@@ -425,76 +545,109 @@ impl Device {
         };
         let pages = map.pages();
         let runs = map.data_runs(0, pages);
-        let mut scratch = Box::new([0u8; VCRAM_PAGE_SIZE as usize]);
+        let nchunks = pages.div_ceil(CHUNK);
+        let next = AtomicU64::new(0);
+        let events = AtomicBool::new(false);
+        let gone = AtomicBool::new(false);
         let t0 = std::time::Instant::now();
-        let mut events = false;
-        let mut idx = 0u64;
-        let mut run = 0usize;
-        while idx < pages {
-            let mut guard = lock(&self.store);
-            let Some(store) = guard.as_mut() else {
-                return false;
+        let work = || {
+            let Some(mut enc) = self.take_encoder() else {
+                return;
             };
-            if store.pages() != pages {
-                return false;
-            }
-            let mut examined = 0;
-            let mut recompressed = 0;
-            while idx < pages && examined < CHUNK && recompressed < 64 {
-                while runs.get(run).is_some_and(|r| r.0 + r.1 <= idx) {
-                    run += 1;
+            let mut page = Box::new([0u8; VCRAM_PAGE_SIZE as usize]);
+            loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                if k >= nchunks || self.stopping() || gone.load(Ordering::Relaxed) {
+                    break;
                 }
-                let outcome = match runs.get(run) {
-                    Some(&(start, _)) if start <= idx => {
-                        // data: compare a copy of the page
-                        let r = map
-                            .copy_page(idx, &mut scratch)
-                            .then(|| store.scan_stable(idx, &scratch[..]))
-                            .flatten();
-                        idx += 1;
-                        r
-                    }
-                    next => {
-                        // a hole up to the next run: only pages held as non-zero changed
-                        let hole_end = next.map_or(pages, |r| r.0);
-                        let mut from = idx;
-                        let mut hit = None;
-                        while let Some(j) = store.next_occupied(from, hole_end) {
-                            if !store.is_zero(j) {
-                                hit = Some(j);
-                                break;
-                            }
-                            from = j + 1;
+                let (a, b) = (k * CHUNK, ((k + 1) * CHUNK).min(pages));
+                // (page, entry seen, data in the backing, room for an overflow retry)
+                let mut items: Vec<(u64, Seen, bool, bool)> = Vec::new();
+                {
+                    let guard = lock(&self.store);
+                    let Some(store) = guard.as_ref().filter(|s| s.pages() == pages) else {
+                        gone.store(true, Ordering::Relaxed);
+                        break;
+                    };
+                    let mut add = |store: &Store, p: u64, data: bool| {
+                        if let Some(seen) = store.snapshot(p) {
+                            let room = store.has_room_for(&seen.entry);
+                            items.push((p, seen, data, room));
                         }
-                        match hit {
-                            Some(j) => {
-                                idx = j + 1;
-                                store.scan_stable(j, &ZERO)
+                    };
+                    let mut hole_from = a;
+                    let holes =
+                        |store: &Store,
+                         from: u64,
+                         to: u64,
+                         add: &mut dyn FnMut(&Store, u64, bool)| {
+                            let mut f = from;
+                            while let Some(j) = store.next_occupied(f, to) {
+                                if !store.is_zero(j) {
+                                    add(store, j, false);
+                                }
+                                f = j + 1;
                             }
-                            None => {
-                                idx = hole_end;
-                                continue;
-                            }
+                        };
+                    let first_run = runs.partition_point(|r| r.0 + r.1 <= a);
+                    for &(start, len) in runs.get(first_run..).unwrap_or(&[]) {
+                        if start >= b {
+                            break;
                         }
+                        let (s0, s1) = (start.max(a), (start + len).min(b));
+                        holes(store, hole_from, s0, &mut add);
+                        for p in s0..s1 {
+                            add(store, p, true);
+                        }
+                        hole_from = s1;
                     }
+                    holes(store, hole_from, b, &mut add);
+                }
+                if items.is_empty() {
+                    continue;
+                }
+                let work: Vec<ScanWork> = items
+                    .iter()
+                    .map(|&(p, seen, data, room)| {
+                        let bytes: &[u8] = if !data {
+                            &ZERO
+                        } else if map.copy_page(p, &mut page) {
+                            &page[..]
+                        } else {
+                            return ScanWork::Unchanged;
+                        };
+                        ScanWork::new(&mut enc, &seen, bytes, || room)
+                    })
+                    .collect();
+                let mut guard = lock(&self.store);
+                let Some(store) = guard.as_mut() else {
+                    gone.store(true, Ordering::Relaxed);
+                    break;
                 };
-                examined += 1;
-                if !matches!(outcome, Some(Scanned::Unchanged)) {
-                    recompressed += 1;
+                let batch: Vec<(u64, Seen, &ScanWork)> = items
+                    .iter()
+                    .zip(&work)
+                    .map(|(&(p, seen, _, _), w)| (p, seen, w))
+                    .collect();
+                store.install_scans(&batch);
+                if self.after_op(store) {
+                    events.store(true, Ordering::Relaxed);
                 }
             }
-            events |= self.after_op(store);
-            drop(guard);
-            if self.stopping() {
-                break;
-            }
+            self.give_encoder(enc);
+        };
+        let busy = if runs.is_empty() { 1 } else { nchunks as usize };
+        self.on_workers(busy, work);
+        if gone.load(Ordering::Relaxed) {
+            return false;
         }
         let ns = t0.elapsed().as_nanos() as u64;
+        let mut ev = events.load(Ordering::Relaxed);
         if let Some(store) = lock(&self.store).as_mut() {
             store.note_scan(ns);
-            events |= self.after_op(store);
+            ev |= self.after_op(store);
         }
-        if events {
+        if ev {
             let _ = self.notify.write(1);
         }
         true
@@ -884,6 +1037,82 @@ pub mod tests {
         let last = last.unwrap();
         assert_eq!(u32::from(last.event_type), VCRAM_EVT_PRESSURE);
         assert_eq!(u32::from(last.level), VCRAM_LEVEL_NORMAL);
+    }
+
+    fn commit_and_scan(threads: usize) -> (Snapshot, Vec<Option<Vec<u8>>>) {
+        let (d, gm) = device(
+            DeviceOptions {
+                threads,
+                ..Default::default()
+            },
+            16 << 20,
+        );
+        let pages = 4096u64;
+        for i in 0..pages {
+            let p = match i % 4 {
+                0 => text_page(i),
+                1 => vec![(i % 7) as u8; 4096],
+                2 => (0..4096u64)
+                    .map(|k| (k.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (i % 50 + 5)) as u8)
+                    .collect(),
+                _ => continue,
+            };
+            write_window(&gm, i, &p);
+        }
+        // half by COMMIT (1 range per 1024 pages), the rest found by the scanner
+        let r = run_request(
+            &d,
+            &gm,
+            VCRAM_REQ_COMMIT,
+            &[(BASE, 1024), (BASE + 2048 * 4096, 1024)],
+        );
+        assert_eq!(u32::from(r.status), VCRAM_S_OK);
+        assert_eq!(u64::from(r.pages_done), 2048);
+        assert!(d.scan_pass());
+        let store = d.store.lock().unwrap();
+        let st = store.as_ref().unwrap();
+        st.verify().unwrap();
+        let images = (0..pages).map(|i| st.image(i)).collect();
+        drop(store);
+        (d.snapshot(), images)
+    }
+
+    #[test]
+    fn workers_store_the_same_as_one_thread_and_encode_each_page_once() {
+        let (one, img1) = commit_and_scan(1);
+        let (four, img4) = commit_and_scan(4);
+        assert_eq!(img1, img4);
+        for s in [&one, &four] {
+            // committed: 2048 pages (written or not: an unwritten page is a zero page); found
+            // by the scanner: the written non-zero pages of the other 2048 (3 in 4, less the
+            // 74 that are all zero)
+            assert_eq!(s.stored_pages, 2048 + 1536 - 74);
+            assert_eq!(s.commit_pages, 2048);
+            // every page held was encoded and stored once
+            assert_eq!(s.store_ops, s.stored_pages);
+        }
+        assert_eq!(one.compressed_bytes, four.compressed_bytes);
+        assert_eq!(one.scan_changed_pages, four.scan_changed_pages);
+        // COMMIT of unchanged pages, and a second scan: nothing is encoded again
+        let (d, gm) = device(
+            DeviceOptions {
+                threads: 2,
+                ..Default::default()
+            },
+            4 << 20,
+        );
+        for i in 0..512 {
+            write_window(&gm, i, &text_page(i));
+        }
+        let r = run_request(&d, &gm, VCRAM_REQ_COMMIT, &[(BASE, 512)]);
+        assert_eq!(u32::from(r.status), VCRAM_S_OK);
+        assert!(d.scan_pass());
+        let r = run_request(&d, &gm, VCRAM_REQ_COMMIT, &[(BASE, 512)]);
+        assert_eq!(u32::from(r.status), VCRAM_S_OK);
+        let s = d.snapshot();
+        assert_eq!(s.store_ops, 512);
+        assert_eq!(s.commit_pages, 1024);
+        assert_eq!(s.scan_changed_pages, 0);
     }
 
     #[test]

@@ -76,6 +76,8 @@ pub struct Snapshot {
     pub raw_pages: u64,
     pub overflow_pages: u64,
     pub overflow_pages_total: u64,
+    /// Pages (re)stored from an encoding (COMMIT or scanner).
+    pub store_ops: u64,
     pub reset_requests: u64,
     pub discard_requests: u64,
     pub discard_pages: u64,
@@ -142,6 +144,7 @@ impl Snapshot {
         self.overflow_pages_total = c.overflow_pages_total;
         self.discard_pages = c.discard_pages;
         self.commit_pages = c.commit_pages;
+        self.store_ops = c.store_ops;
         self.scans = c.scans;
         self.scan_pages = c.scan_pages;
         self.scan_changed_pages = c.scan_changed_pages;

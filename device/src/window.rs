@@ -132,6 +132,13 @@ pub struct WindowMap {
     pub size: u64,
 }
 
+// SAFETY: `host` points into the region the guard keeps mapped for the lifetime of the
+// WindowMap; guest memory is only accessed through volatile slices (reads) and raw pointer
+// writes (zeroing) that never form references, so sharing the map between the workers of one
+// batch is as sound as sharing the guest memory itself.
+unsafe impl Send for WindowMap {}
+unsafe impl Sync for WindowMap {}
+
 impl WindowMap {
     /// Map the window `[base, base + size)` from the current memory table, if it is there.
     pub fn get(gm: &GM, base: u64, size: u64) -> Option<WindowMap> {

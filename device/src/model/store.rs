@@ -138,6 +138,8 @@ pub struct Counters {
     pub arena_bytes: u64,
     pub discard_pages: u64,
     pub commit_pages: u64,
+    /// Pages (re)stored from an encoding, by COMMIT or the scanner (each encoded once).
+    pub store_ops: u64,
     pub scans: u64,
     pub scan_pages: u64,
     pub scan_changed_pages: u64,
@@ -461,13 +463,41 @@ impl Store {
         Some(self.put(i, p))
     }
 
-    /// Apply the result of scanning page `idx` outside the lock, if nothing changed the page's
-    /// block since `seen` (else the work is dropped: None; the next pass sees the page again).
+    /// Apply the results of scanning pages outside the lock: each one only if nothing changed
+    /// its block since it was seen (else the work is dropped: None; the next pass sees the page
+    /// again). All are checked before any is applied, so the batch's own changes do not void
+    /// the rest of it.
+    pub fn install_scans(&mut self, batch: &[(u64, Seen, &ScanWork)]) -> Vec<Option<Scanned>> {
+        let current: Vec<bool> = batch
+            .iter()
+            .map(|&(idx, seen, _)| self.snapshot(idx) == Some(seen))
+            .collect();
+        batch
+            .iter()
+            .zip(current)
+            .map(|(&(idx, seen, work), ok)| {
+                if ok {
+                    self.apply_scan(idx, seen, work)
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// One page of [`Store::install_scans`].
     pub fn install_scan(&mut self, idx: u64, seen: Seen, work: &ScanWork) -> Option<Scanned> {
         if self.snapshot(idx)? != seen {
             return None;
         }
+        self.apply_scan(idx, seen, work)
+    }
+
+    fn apply_scan(&mut self, idx: u64, seen: Seen, work: &ScanWork) -> Option<Scanned> {
         let i = usize::try_from(idx).ok()?;
+        if i >= self.table.len() {
+            return None;
+        }
         self.c.scan_pages += 1;
         match work {
             ScanWork::Unchanged => Some(Scanned::Unchanged),
@@ -490,6 +520,7 @@ impl Store {
     /// Hold the prepared page as page `i` (i < pages), replacing what was held.
     fn put(&mut self, i: usize, p: &Prepared) -> Stored {
         self.release(i);
+        self.c.store_ops += 1;
         // Every outcome below leaves the entry non-Empty.
         if let Some(b) = self.occupied.get_mut(i / BLOCK_PAGES) {
             *b += 1;
@@ -1108,6 +1139,43 @@ mod tests {
         let c = s.counters();
         assert_eq!(c.scan_changed_pages, 3);
         assert_eq!(c.scan_pages, 6);
+    }
+
+    /// Work prepared outside the lock is dropped if its block changed meanwhile (a DISCARD of
+    /// a page that was empty already included), and kept if only the batch itself changed it.
+    #[test]
+    fn scan_work_is_dropped_when_its_block_changed() {
+        let mut s = Store::new(cfg(2048, 1 << 30)).unwrap();
+        let mut enc = Encoder::new(1, 4032).unwrap();
+        let page = text_page(1);
+        let seen = s.snapshot(5).unwrap();
+        let work = ScanWork::new(&mut enc, &seen, &page, || true);
+        assert!(matches!(work, ScanWork::Changed(_)));
+        // the guest discards page 5 (empty already) after the scanner copied it
+        assert!(s.discard_page(5));
+        assert_eq!(s.install_scan(5, seen, &work), None);
+        assert_eq!(s.state(5).unwrap().0, PageState::Empty);
+        // other blocks are unaffected; a batch in one block installs all of its pages
+        let seen: Vec<Seen> = (600..603).map(|i| s.snapshot(i).unwrap()).collect();
+        let works: Vec<ScanWork> = seen
+            .iter()
+            .map(|x| ScanWork::new(&mut enc, x, &page, || true))
+            .collect();
+        let batch: Vec<(u64, Seen, &ScanWork)> = (600..603)
+            .zip(&seen)
+            .zip(&works)
+            .map(|((i, x), w)| (i, *x, w))
+            .collect();
+        let r = s.install_scans(&batch);
+        assert!(r.iter().all(|x| matches!(x, Some(Scanned::Changed(_)))));
+        assert_eq!(s.counters().stored_pages, 3);
+        // unchanged pages are not encoded
+        let seen = s.snapshot(600).unwrap();
+        assert!(matches!(
+            ScanWork::new(&mut enc, &seen, &page, || true),
+            ScanWork::Unchanged
+        ));
+        s.verify().unwrap();
     }
 
     #[test]
