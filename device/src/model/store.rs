@@ -240,6 +240,11 @@ impl ScanWork {
     }
 }
 
+/// What [`Store::verify`] found wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("store inconsistent: {0}")]
+pub struct Inconsistent(pub String);
+
 /// Pages per block of the occupancy summary.
 pub const BLOCK_PAGES: usize = 512;
 
@@ -642,7 +647,7 @@ impl Store {
 
     /// Recount the page table and the arena and compare with the counters and the occupancy
     /// summary (for tests and consistency checks; reads every entry).
-    pub fn verify(&self) -> Result<(), String> {
+    pub fn verify(&self) -> Result<(), Inconsistent> {
         let c = self.counters();
         let (mut stored, mut same, mut zero, mut comp, mut raw, mut over) = (0, 0, 0, 0, 0, 0);
         let (mut bytes, mut rounded_bytes) = (0u64, 0u64);
@@ -687,25 +692,27 @@ impl Store {
             c.image_bytes,
         );
         if want != got {
-            return Err(format!("counters {got:?}, recount {want:?}"));
+            return Err(Inconsistent(format!("counters {got:?}, recount {want:?}")));
         }
         if self.arena.live_bytes() != rounded_bytes {
-            return Err(format!(
+            return Err(Inconsistent(format!(
                 "arena holds {} bytes, images {rounded_bytes}",
                 self.arena.live_bytes()
-            ));
+            )));
         }
         if c.physical_used != c.metadata_bytes + rounded_bytes
             || c.physical_used > c.physical_capacity.max(c.metadata_bytes)
             || c.max_physical_used < c.physical_used
         {
-            return Err(format!(
+            return Err(Inconsistent(format!(
                 "physical used {} (max {}), metadata {} + images {rounded_bytes}, capacity {}",
                 c.physical_used, c.max_physical_used, c.metadata_bytes, c.physical_capacity
-            ));
+            )));
         }
         if occupied != self.occupied {
-            return Err("occupancy summary differs from the page table".into());
+            return Err(Inconsistent(
+                "occupancy summary differs from the page table".into(),
+            ));
         }
         Ok(())
     }
