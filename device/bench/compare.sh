@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 # Compare the vcram-device engine with the zstd CLI on 4 KiB pages of real files, and measure
 # scanning, DISCARD through the vhost-user path, metadata and daemon memory, in one run.
 #

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! The vhost-user backend: feature negotiation, config space, and the two virtqueues.
 
 use std::io;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! Control socket: a Unix stream socket speaking one command per line, one JSON object per
 //! reply line.
 //!

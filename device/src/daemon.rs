@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! The daemon loop: a fresh device and backend for every frontend connection.
 
 use std::os::fd::AsRawFd;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! One device instance (one frontend connection): window state, page store, events and
 //! counters, shared by the vhost-user thread, the vring thread, the scanner and the control
 //! socket.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! Events waiting for an eventq buffer: numbered, bounded, with a count of those lost.
 //!
 //! While records wait, an OVERFLOW that continues the run of the newest waiting OVERFLOW is

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! Wire format shared with the guest driver. See `PROTOCOL.md` for the byte-by-byte description;
 //! every constant and layout here must match that document.
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! Parsing and validation of requestq chains. Everything here is guest-controlled input:
 //! no panics, no unchecked arithmetic or indexing on guest values.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! Statistics: counters kept by the vhost side, the snapshot served on the control socket,
 //! and its renderings (human table, Prometheus text exposition).
 

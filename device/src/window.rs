@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! Finding the window (the pc-dimm's RAM region) among the regions the frontend shares.
 //!
 //! `update_memory()` calls [`locate`] every time; the data path calls [`WindowMap::get`] for

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! Measurements through the real vhost-user path (run by bench/compare.sh):
 //! `cargo test --release -p vcram-device --test bench_vhost -- --ignored --nocapture --test-threads=1`
 //! They print `key value` lines; their assertions only check that the work was done.

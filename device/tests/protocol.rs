@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! Protocol tests: the real daemon driven over vhost-user, no QEMU.
 
 mod common;

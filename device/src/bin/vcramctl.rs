@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! `vcramctl stats [--json|--prometheus] [--watch SECONDS]`: statistics of a running
 //! vcram-device, read over its control socket.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! The page store: what the device holds for each 4 KiB page of the window, and the physical
 //! space accounting that follows from it. Independent of vhost and guest memory: it is fed
 //! plain byte slices, so it can be unit-tested and benchmarked directly.
