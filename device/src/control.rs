@@ -240,6 +240,20 @@ fn read_line(r: &mut impl BufRead, max: usize) -> std::io::Result<Line> {
     }
 }
 
+/// [`read_line`] for the randomized tests: None at EOF, Err(message) where the connection
+/// would be closed.
+#[cfg(test)]
+pub fn read_line_for_test(
+    r: &mut impl BufRead,
+    max: usize,
+) -> Option<Result<String, &'static str>> {
+    match read_line(r, max) {
+        Ok(Line::Eof) | Err(_) => None,
+        Ok(Line::Command(c)) => Some(Ok(c)),
+        Ok(Line::Fatal(m)) => Some(Err(m)),
+    }
+}
+
 fn handle(s: UnixStream, current: Current, limits: Limits) -> std::io::Result<()> {
     s.set_read_timeout(Some(limits.read_timeout))?;
     s.set_write_timeout(Some(limits.write_timeout))?;

@@ -14,6 +14,8 @@ pub mod daemon;
 pub mod device;
 pub mod events;
 pub mod model;
+#[cfg(test)]
+mod proptests;
 pub mod protocol;
 pub mod ratelimit;
 pub mod request;
