@@ -6,12 +6,12 @@
 //! then reply like `stats`), `ping` (`{"pong":true}`). Anything else: `{"error":"..."}`.
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 
@@ -59,7 +59,8 @@ pub struct Limits {
     pub max_line: usize,
     /// Largest reply sent; a larger one is replaced by an error.
     pub max_reply: usize,
-    /// Connections served at once; further clients get an error line and are closed.
+    /// Connections held at once. At the cap a new client takes the place of the connection
+    /// idle the longest; if all are busy, it gets an error line and is closed.
     pub max_conns: usize,
     /// A connection idle this long is closed.
     pub read_timeout: Duration,
@@ -72,7 +73,7 @@ impl Default for Limits {
         Limits {
             max_line: 1024,
             max_reply: 1 << 20,
-            max_conns: 32,
+            max_conns: 64,
             read_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(5),
         }
@@ -134,61 +135,225 @@ pub fn serve_with(
         source,
     };
     let listener = UnixListener::bind(path).map_err(io)?;
+    listener.set_nonblocking(true).map_err(io)?;
     let path: PathBuf = path.to_path_buf();
-    let active = Arc::new(AtomicUsize::new(0));
     std::thread::Builder::new()
         .name("vcram-control".into())
-        .spawn(move || {
-            for conn in listener.incoming() {
-                match conn {
-                    Ok(s) => accept(s, &current, &active, limits),
-                    Err(e) => {
-                        warn!("control socket {}: {e}", path.display());
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                }
-            }
-        })
+        .spawn(move || Server::new(listener, path, current, limits).run())
         .map_err(io)
 }
 
-/// Releases a connection slot when the connection's thread ends (or fails to start).
-struct Slot(Arc<AtomicUsize>);
+/// One client connection: at most one line being read and one reply being written.
+struct Conn {
+    s: UnixStream,
+    /// Bytes of the line being read (at most `max_line` + 1).
+    inbuf: Vec<u8>,
+    /// The reply being written, and how much of it went out.
+    out: Vec<u8>,
+    sent: usize,
+    /// Close once `out` is written.
+    closing: bool,
+    /// Last time the client sent something or took reply bytes.
+    last: Instant,
+}
 
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+impl Conn {
+    fn writing(&self) -> bool {
+        self.sent < self.out.len()
     }
 }
 
-fn accept(mut s: UnixStream, current: &Current, active: &Arc<AtomicUsize>, limits: Limits) {
-    let n = active.fetch_add(1, Ordering::AcqRel);
-    let slot = Slot(active.clone());
-    if n >= limits.max_conns {
-        drop(slot);
-        // Never block the accept loop on a client: one attempt, then close.
-        let _ = s.set_nonblocking(true);
-        let _ = s.write_all(
-            format!(
-                "{}\n",
-                error_json(&format!("busy: {} connections already", limits.max_conns))
-            )
-            .as_bytes(),
-        );
-        debug!("control connection refused: {n} connections open");
-        return;
+/// The control server: one thread, non-blocking sockets, poll(2). Whatever the clients do,
+/// it holds at most `max_conns` connections with bounded buffers, and one slow or hostile
+/// client cannot hold up the others.
+struct Server {
+    listener: UnixListener,
+    path: PathBuf,
+    current: Current,
+    limits: Limits,
+    conns: Vec<Conn>,
+}
+
+impl Server {
+    fn new(listener: UnixListener, path: PathBuf, current: Current, limits: Limits) -> Server {
+        Server {
+            listener,
+            path,
+            current,
+            limits,
+            conns: Vec::new(),
+        }
     }
-    let cur = current.clone();
-    let spawned = std::thread::Builder::new()
-        .name("vcram-control-conn".into())
-        .spawn(move || {
-            let _slot = slot;
-            if let Err(e) = handle(s, cur, limits) {
-                debug!("control connection: {e}");
+
+    fn run(mut self) {
+        loop {
+            let mut fds = Vec::with_capacity(self.conns.len() + 1);
+            fds.push(libc::pollfd {
+                fd: self.listener.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+            for c in &self.conns {
+                fds.push(libc::pollfd {
+                    fd: c.s.as_raw_fd(),
+                    events: if c.writing() {
+                        libc::POLLOUT
+                    } else {
+                        libc::POLLIN
+                    },
+                    revents: 0,
+                });
             }
+            // SAFETY: fds is a valid array of fds.len() pollfd structures.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 250) };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    warn!("control socket {}: poll: {e}", self.path.display());
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                continue;
+            }
+            // Connections first (in the order of fds[1..]), then new clients.
+            let conns = std::mem::take(&mut self.conns);
+            let mut keep = Vec::with_capacity(conns.len());
+            for (c, fd) in conns.into_iter().zip(fds.iter().skip(1)) {
+                if let Some(c) = self.service(c, fd.revents) {
+                    keep.push(c);
+                }
+            }
+            self.conns = keep;
+            if fds[0].revents != 0 {
+                self.accept_all();
+            }
+        }
+    }
+
+    fn accept_all(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((s, _)) => self.admit(s),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    warn!("control socket {}: {e}", self.path.display());
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Take a new client. At the cap, the connection idle the longest (nothing read, no
+    /// reply being written) makes room; if every connection is busy, the new one is refused.
+    fn admit(&mut self, mut s: UnixStream) {
+        if s.set_nonblocking(true).is_err() {
+            return;
+        }
+        if self.conns.len() >= self.limits.max_conns {
+            let idle = self
+                .conns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| !c.writing() && c.inbuf.is_empty())
+                .min_by_key(|(_, c)| c.last)
+                .map(|(i, _)| i);
+            match idle {
+                Some(i) => {
+                    debug!("control connection closed to make room (idle the longest)");
+                    self.conns.swap_remove(i);
+                }
+                None => {
+                    let msg = format!("busy: {} connections in use", self.limits.max_conns);
+                    let _ = s.write_all(format!("{}\n", error_json(&msg)).as_bytes());
+                    debug!("control connection refused: all connections busy");
+                    return;
+                }
+            }
+        }
+        self.conns.push(Conn {
+            s,
+            inbuf: Vec::new(),
+            out: Vec::new(),
+            sent: 0,
+            closing: false,
+            last: Instant::now(),
         });
-    if let Err(e) = spawned {
-        warn!("cannot start a control connection thread: {e}");
+    }
+
+    /// Serve one connection after poll; None closes it.
+    fn service(&self, mut c: Conn, revents: libc::c_short) -> Option<Conn> {
+        let now = Instant::now();
+        if c.writing() {
+            if revents & (libc::POLLOUT | libc::POLLERR | libc::POLLHUP) != 0 {
+                match c.s.write(&c.out[c.sent..]) {
+                    Ok(0) => return None,
+                    Ok(n) => {
+                        c.sent += n;
+                        c.last = now;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return None,
+                }
+            }
+            if c.writing() {
+                // A client that does not take its reply is dropped.
+                return (now.duration_since(c.last) < self.limits.write_timeout).then_some(c);
+            }
+            if c.closing {
+                return None;
+            }
+            c.out = Vec::new();
+            c.sent = 0;
+            // Another command may be waiting in what was read already.
+            return self.next_command(c);
+        }
+        if revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0 {
+            let room = (self.limits.max_line + 1).saturating_sub(c.inbuf.len());
+            let mut buf = [0u8; 4096];
+            let take = room.clamp(1, buf.len());
+            match c.s.read(&mut buf[..take]) {
+                Ok(0) => return None,
+                Ok(n) => {
+                    c.inbuf.extend_from_slice(&buf[..n]);
+                    c.last = now;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return None,
+            }
+            return self.next_command(c);
+        }
+        // An idle connection is closed after the read timeout.
+        (now.duration_since(c.last) < self.limits.read_timeout).then_some(c)
+    }
+
+    /// If a whole line (or too much for one) was read, prepare its reply and start sending.
+    fn next_command(&self, mut c: Conn) -> Option<Conn> {
+        loop {
+            let Some(line) = take_line(&mut c.inbuf, self.limits.max_line) else {
+                return Some(c);
+            };
+            let mut out = match line {
+                Line::Command(cmd) => {
+                    let cmd = cmd.trim();
+                    if cmd.is_empty() {
+                        continue;
+                    }
+                    reply(cmd, &self.current)
+                }
+                Line::Fatal(msg) => {
+                    c.closing = true;
+                    c.inbuf = Vec::new();
+                    error_json(msg)
+                }
+            };
+            if out.len() >= self.limits.max_reply {
+                out = error_json("reply too large");
+            }
+            out.push('\n');
+            c.out = out.into_bytes();
+            c.sent = 0;
+            // Send at once; poll takes over if the socket is full.
+            return self.service(c, libc::POLLOUT);
+        }
     }
 }
 
@@ -212,74 +377,38 @@ pub fn reply(cmd: &str, current: &Current) -> String {
 }
 
 /// What one input line turns into.
+#[derive(Debug, PartialEq, Eq)]
 enum Line {
-    Eof,
     Command(String),
     /// Reply with this error, then close.
     Fatal(&'static str),
 }
 
-/// Read one line of at most `max` bytes (plus the newline) from `r`.
-fn read_line(r: &mut impl BufRead, max: usize) -> std::io::Result<Line> {
-    let mut buf = Vec::new();
-    let n = r
-        .by_ref()
-        .take(max as u64 + 1)
-        .read_until(b'\n', &mut buf)?;
-    if n == 0 {
-        return Ok(Line::Eof);
-    }
-    if buf.last() == Some(&b'\n') {
-        buf.pop();
-    } else if buf.len() > max {
-        return Ok(Line::Fatal("command line too long"));
-    }
-    match String::from_utf8(buf) {
-        Ok(s) => Ok(Line::Command(s)),
-        Err(_) => Ok(Line::Fatal("command is not UTF-8")),
+/// Take the first line (of at most `max` bytes plus the newline) out of `buf`. None: no whole
+/// line yet, and `buf` is still short enough to hold one (so at most `max` + 1 bytes are ever
+/// buffered before a decision).
+fn take_line(buf: &mut Vec<u8>, max: usize) -> Option<Line> {
+    match buf.iter().position(|b| *b == b'\n') {
+        Some(end) if end <= max => {
+            let mut line: Vec<u8> = buf.drain(..=end).collect();
+            line.pop();
+            Some(match String::from_utf8(line) {
+                Ok(l) => Line::Command(l),
+                Err(_) => Line::Fatal("command is not UTF-8"),
+            })
+        }
+        None if buf.len() <= max => None,
+        _ => Some(Line::Fatal("command line too long")),
     }
 }
 
-/// [`read_line`] for the randomized tests: None at EOF, Err(message) where the connection
-/// would be closed.
+/// [`take_line`] for the randomized tests: Err(message) where the connection would be closed.
 #[cfg(test)]
-pub fn read_line_for_test(
-    r: &mut impl BufRead,
-    max: usize,
-) -> Option<Result<String, &'static str>> {
-    match read_line(r, max) {
-        Ok(Line::Eof) | Err(_) => None,
-        Ok(Line::Command(c)) => Some(Ok(c)),
-        Ok(Line::Fatal(m)) => Some(Err(m)),
-    }
-}
-
-fn handle(s: UnixStream, current: Current, limits: Limits) -> std::io::Result<()> {
-    s.set_read_timeout(Some(limits.read_timeout))?;
-    s.set_write_timeout(Some(limits.write_timeout))?;
-    let mut w = s.try_clone()?;
-    let mut r = BufReader::with_capacity(limits.max_line.clamp(64, 8192), s);
-    loop {
-        let (mut out, close) = match read_line(&mut r, limits.max_line)? {
-            Line::Eof => return Ok(()),
-            Line::Fatal(msg) => (error_json(msg), true),
-            Line::Command(line) => {
-                let cmd = line.trim();
-                if cmd.is_empty() {
-                    continue;
-                }
-                (reply(cmd, &current), false)
-            }
-        };
-        if out.len() >= limits.max_reply {
-            out = error_json("reply too large");
-        }
-        out.push('\n');
-        w.write_all(out.as_bytes())?;
-        if close {
-            return Ok(());
-        }
-    }
+pub fn take_line_for_test(buf: &mut Vec<u8>, max: usize) -> Option<Result<String, &'static str>> {
+    take_line(buf, max).map(|l| match l {
+        Line::Command(c) => Ok(c),
+        Line::Fatal(m) => Err(m),
+    })
 }
 
 /// Client side: send one command, read one reply line.
@@ -368,74 +497,133 @@ mod tests {
     }
 
     #[test]
-    fn read_line_is_bounded() {
-        let mut r = std::io::Cursor::new(vec![b'a'; 10_000]);
-        assert!(matches!(read_line(&mut r, 100).unwrap(), Line::Fatal(_)));
+    fn take_line_is_bounded() {
+        let mut b = vec![b'a'; 100];
         assert_eq!(
-            r.position(),
-            101,
-            "at most the limit plus one byte consumed"
+            take_line(&mut b, 100),
+            None,
+            "a whole line of 100 bytes may follow"
         );
-        let mut r = std::io::Cursor::new(b"stats\nping".to_vec());
-        assert!(matches!(read_line(&mut r, 100).unwrap(), Line::Command(c) if c == "stats"));
-        assert!(matches!(read_line(&mut r, 100).unwrap(), Line::Command(c) if c == "ping"));
-        assert!(matches!(read_line(&mut r, 100).unwrap(), Line::Eof));
+        b.push(b'a');
+        assert_eq!(
+            take_line(&mut b, 100),
+            Some(Line::Fatal("command line too long"))
+        );
+        let mut b = b"stats\nping\npartial".to_vec();
+        assert_eq!(take_line(&mut b, 100), Some(Line::Command("stats".into())));
+        assert_eq!(take_line(&mut b, 100), Some(Line::Command("ping".into())));
+        assert_eq!(take_line(&mut b, 100), None);
+        assert_eq!(b, b"partial");
+        let mut b = b"\xff\n".to_vec();
+        assert_eq!(
+            take_line(&mut b, 100),
+            Some(Line::Fatal("command is not UTF-8"))
+        );
     }
 
     #[test]
-    fn connections_are_capped_and_idle_ones_time_out() {
+    fn connections_are_capped_the_idlest_makes_room_and_idle_ones_time_out() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("ctl");
         serve_with(&p, sessions(), limits()).unwrap();
         let mut held: Vec<UnixStream> = (0..3).map(|_| UnixStream::connect(&p).unwrap()).collect();
-        // each of the three is served
         for c in &mut held {
             c.write_all(b"ping\n").unwrap();
             assert!(line(c).contains("pong"));
         }
-        // the fourth is refused with an error line and closed
+        // at the cap, a new client takes the place of the connection idle the longest
         let mut extra = UnixStream::connect(&p).unwrap();
-        let r = line(&mut extra);
-        assert!(r.contains("busy"), "{r}");
-        assert!(closed(&mut extra));
-        // idle connections are closed after the read timeout, freeing their slots
-        for c in &mut held {
+        extra.write_all(b"ping\n").unwrap();
+        assert!(line(&mut extra).contains("pong"));
+        assert!(closed(&mut held[0]), "the idlest connection was not closed");
+        held[1].write_all(b"ping\n").unwrap();
+        assert!(
+            line(&mut held[1]).contains("pong"),
+            "a newer one was closed"
+        );
+        // idle connections are closed after the read timeout
+        for c in &mut held[1..] {
             assert!(closed(c));
         }
-        std::thread::sleep(Duration::from_millis(100));
-        let mut again = UnixStream::connect(&p).unwrap();
-        again.write_all(b"ping\n").unwrap();
-        assert!(line(&mut again).contains("pong"));
+        assert!(closed(&mut extra));
     }
 
+    /// Many idle clients (a slow-loris): the daemon keeps one thread and bounded buffers, and a
+    /// client that comes to ask is answered at once.
     #[test]
-    fn a_client_that_never_reads_does_not_pin_a_thread() {
+    fn many_idle_clients_do_not_lock_out_a_real_one() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("ctl");
         let lim = Limits {
-            max_conns: 1,
+            max_conns: 16,
             read_timeout: Duration::from_secs(30),
             ..limits()
         };
         serve_with(&p, sessions(), lim).unwrap();
+        let mut idle = Vec::new();
+        for _ in 0..200 {
+            idle.push(UnixStream::connect(&p).unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let t0 = Instant::now();
         let mut c = UnixStream::connect(&p).unwrap();
-        // pipeline many commands, never read the replies: the socket buffer fills, the write
-        // times out and the connection (and its slot) is released
+        c.write_all(b"ping\n").unwrap();
+        assert!(line(&mut c).contains("pong"));
+        assert!(t0.elapsed() < Duration::from_secs(2));
+        // when every held connection is mid-line (busy), a newcomer is refused, not queued
+        let busy: Vec<UnixStream> = (0..16)
+            .map(|_| {
+                let mut c = UnixStream::connect(&p).unwrap();
+                c.write_all(b"sta").unwrap();
+                c
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        let mut late = UnixStream::connect(&p).unwrap();
+        let r = line(&mut late);
+        assert!(r.contains("busy"), "{r:?}");
+        drop(busy);
+        drop(idle);
+        std::thread::sleep(Duration::from_millis(400));
+        let mut c = UnixStream::connect(&p).unwrap();
+        c.write_all(b"ping\n").unwrap();
+        assert!(line(&mut c).contains("pong"));
+    }
+
+    #[test]
+    fn a_client_that_never_reads_does_not_hold_up_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ctl");
+        serve_with(&p, sessions(), limits()).unwrap();
+        // pipeline many commands, never read the replies: the socket buffers fill
+        let mut hog = UnixStream::connect(&p).unwrap();
+        hog.set_nonblocking(true).unwrap();
         let many = b"ping\n".repeat(200_000);
-        c.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
-        let _ = c.write_all(&many);
-        let t0 = std::time::Instant::now();
-        loop {
-            let mut d = UnixStream::connect(&p).unwrap();
-            let _ = d.write_all(b"ping\n");
-            if line(&mut d).contains("pong") {
-                break;
+        let mut off = 0;
+        let t0 = Instant::now();
+        while off < many.len() && t0.elapsed() < Duration::from_secs(2) {
+            match hog.write(&many[off..]) {
+                Ok(n) => off += n,
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
             }
-            assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "slot never released"
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        }
+        // others are served meanwhile
+        let t1 = Instant::now();
+        let mut c = UnixStream::connect(&p).unwrap();
+        c.write_all(b"ping\n").unwrap();
+        assert!(line(&mut c).contains("pong"));
+        assert!(t1.elapsed() < Duration::from_secs(1));
+        // and the hog is dropped after the write timeout
+        hog.set_nonblocking(false).unwrap();
+        hog.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut sink = vec![0u8; 1 << 20];
+        let t2 = Instant::now();
+        loop {
+            match hog.read(&mut sink) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            assert!(t2.elapsed() < Duration::from_secs(5), "hog never dropped");
         }
     }
 
