@@ -174,11 +174,7 @@ fn write_spread(g: &Guest, win: u64, bytes: u64) -> u64 {
             let p = text_page(pages);
             // SAFETY: off + run <= win: the page lies inside the window mapping.
             unsafe {
-                std::ptr::copy_nonoverlapping(
-                    p.as_ptr(),
-                    host.add((off + k * 4096) as usize),
-                    4096,
-                )
+                std::ptr::copy_nonoverlapping(p.as_ptr(), host.add((off + k * 4096) as usize), 4096)
             };
             pages += 1;
         }
