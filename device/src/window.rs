@@ -167,54 +167,79 @@ impl WindowMap {
 
     /// The runs of pages in `[first, first + n)` that hold data in the backing file, as
     /// (first page, pages), in order; the rest are holes (read as zero, use no host memory).
-    /// Found with SEEK_DATA/SEEK_HOLE, so holes are never touched. Where the backing cannot
-    /// tell (no file, lseek unsupported), the whole range is one run.
+    ///
+    /// Holes are skipped with SEEK_DATA (cheap over a sparse file); the extent of data is
+    /// found with mincore(2) on the pages themselves (page-cache residency, bounded by the
+    /// range: SEEK_HOLE would walk every page up to the next hole, however far), and a page
+    /// that is not resident is checked with SEEK_DATA (a swapped-out page is data). So the
+    /// cost follows the data pages in the range, and holes are never touched. Where the
+    /// backing cannot tell (no file, lseek or mincore unsupported), the whole range is data.
     pub fn data_runs(&self, first: u64, n: u64) -> Vec<(u64, u64)> {
-        let all = vec![(first, n)];
-        let Some(end_page) = first.checked_add(n).filter(|e| *e <= self.pages()) else {
+        let Some(end) = first.checked_add(n).filter(|e| *e <= self.pages()) else {
             return Vec::new();
         };
         if n == 0 {
             return Vec::new();
         }
+        let all = vec![(first, n)];
         let Some((fd, off)) = self.file else {
             return all;
         };
-        let to_off = |page: u64| {
-            page.checked_mul(VCRAM_PAGE_SIZE)
-                .and_then(|b| b.checked_add(off))
-                .and_then(|b| i64::try_from(b).ok())
-        };
-        let (Some(start), Some(end)) = (to_off(first), to_off(end_page)) else {
-            return all;
-        };
-        let page_of = |o: i64| (o as u64 - off) / VCRAM_PAGE_SIZE;
-        let mut runs: Vec<(u64, u64)> = Vec::new();
-        let mut pos = start;
-        while pos < end {
+        // The first page at or after `p` with data, `end` if none before it; None: unknown.
+        let seek_data = |p: u64| -> Option<u64> {
+            let pos = i64::try_from(p.checked_mul(VCRAM_PAGE_SIZE)?.checked_add(off)?).ok()?;
             // SAFETY: lseek on a descriptor the guard keeps open; no memory is passed.
-            let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
-            if data < 0 {
-                if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO) {
-                    break; // no data from pos to the end of the file
-                }
-                return all;
+            let d = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
+            if d < 0 {
+                return (std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO))
+                    .then_some(end);
             }
-            if data >= end {
+            Some(((d as u64).saturating_sub(off) / VCRAM_PAGE_SIZE).min(end))
+        };
+        const CHUNK: u64 = 512;
+        let mut resident = [0u8; CHUNK as usize];
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        let mut pos = first;
+        while pos < end {
+            let Some(d) = seek_data(pos) else {
+                return all;
+            };
+            if d >= end {
                 break;
             }
-            // SAFETY: as above.
-            let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
-            if hole < 0 || hole <= data {
-                return all;
+            // data at d: extend while pages are resident (or, if not, still data)
+            let mut p = d;
+            'extent: while p < end {
+                let len = CHUNK.min(end - p);
+                // SAFETY: [p, p + len) is inside the mapping the guard keeps; mincore only
+                // writes `len` bytes into `resident`, which has room for CHUNK.
+                let rc = unsafe {
+                    libc::mincore(
+                        self.host.add((p * VCRAM_PAGE_SIZE) as usize) as *mut libc::c_void,
+                        (len * VCRAM_PAGE_SIZE) as usize,
+                        resident.as_mut_ptr(),
+                    )
+                };
+                if rc != 0 {
+                    return all;
+                }
+                match resident[..len as usize].iter().position(|r| r & 1 == 0) {
+                    None => p += len,
+                    Some(q) => {
+                        p += q as u64;
+                        if seek_data(p) == Some(p) {
+                            p += 1; // not resident but data (swapped out)
+                        } else {
+                            break 'extent;
+                        }
+                    }
+                }
             }
-            let hole = hole.min(end);
-            let (p0, p1) = (page_of(data), page_of(hole - 1) + 1);
             match runs.last_mut() {
-                Some(last) if last.0 + last.1 >= p0 => last.1 = p1.max(last.0 + last.1) - last.0,
-                _ => runs.push((p0, p1 - p0)),
+                Some(last) if last.0 + last.1 == d => last.1 += p - d,
+                _ => runs.push((d, p - d)),
             }
-            pos = to_off(p1).unwrap_or(end);
+            pos = p;
         }
         runs
     }
