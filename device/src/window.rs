@@ -168,11 +168,11 @@ impl WindowMap {
     /// The runs of pages in `[first, first + n)` that hold data in the backing file, as
     /// (first page, pages), in order; the rest are holes (read as zero, use no host memory).
     ///
-    /// Holes are skipped with SEEK_DATA (cheap over a sparse file); the extent of data is
-    /// found with mincore(2) on the pages themselves (page-cache residency, bounded by the
-    /// range: SEEK_HOLE would walk every page up to the next hole, however far), and a page
-    /// that is not resident is checked with SEEK_DATA (a swapped-out page is data). So the
-    /// cost follows the data pages in the range, and holes are never touched. Where the
+    /// Data is found with mincore(2) on the pages themselves (page-cache residency, 512 pages
+    /// a call; SEEK_HOLE would walk every page up to the next hole, however far); at a page
+    /// that is not resident, SEEK_DATA tells a swapped-out page (data) from a hole and skips
+    /// the hole (cheap over a sparse file). So the cost follows the data pages in the range
+    /// and the number of holes, and holes are never touched. Where the
     /// backing cannot tell (no file, lseek or mincore unsupported), the whole range is data.
     pub fn data_runs(&self, first: u64, n: u64) -> Vec<(u64, u64)> {
         let Some(end) = first.checked_add(n).filter(|e| *e <= self.pages()) else {
@@ -199,47 +199,43 @@ impl WindowMap {
         const CHUNK: u64 = 512;
         let mut resident = [0u8; CHUNK as usize];
         let mut runs: Vec<(u64, u64)> = Vec::new();
-        let mut pos = first;
-        while pos < end {
-            let Some(d) = seek_data(pos) else {
-                return all;
+        let mut push = |a: u64, b: u64| match runs.last_mut() {
+            Some(last) if last.0 + last.1 == a => last.1 += b - a,
+            _ => runs.push((a, b - a)),
+        };
+        let mut p = first;
+        while p < end {
+            let len = CHUNK.min(end - p);
+            // SAFETY: [p, p + len) is inside the mapping the guard keeps; mincore writes
+            // `len` <= CHUNK bytes into `resident`.
+            let rc = unsafe {
+                libc::mincore(
+                    self.host.add((p * VCRAM_PAGE_SIZE) as usize) as *mut libc::c_void,
+                    (len * VCRAM_PAGE_SIZE) as usize,
+                    resident.as_mut_ptr(),
+                )
             };
-            if d >= end {
-                break;
+            if rc != 0 {
+                return all;
             }
-            // data at d: extend while pages are resident (or, if not, still data)
-            let mut p = d;
-            'extent: while p < end {
-                let len = CHUNK.min(end - p);
-                // SAFETY: [p, p + len) is inside the mapping the guard keeps; mincore only
-                // writes `len` bytes into `resident`, which has room for CHUNK.
-                let rc = unsafe {
-                    libc::mincore(
-                        self.host.add((p * VCRAM_PAGE_SIZE) as usize) as *mut libc::c_void,
-                        (len * VCRAM_PAGE_SIZE) as usize,
-                        resident.as_mut_ptr(),
-                    )
-                };
-                if rc != 0 {
-                    return all;
+            let q = resident[..len as usize]
+                .iter()
+                .position(|r| r & 1 == 0)
+                .map_or(len, |q| q as u64);
+            if q > 0 {
+                push(p, p + q);
+                p += q;
+                continue;
+            }
+            // p is not resident: a hole up to the next data, or data swapped out
+            match seek_data(p) {
+                None => return all,
+                Some(d) if d == p => {
+                    push(p, p + 1);
+                    p += 1;
                 }
-                match resident[..len as usize].iter().position(|r| r & 1 == 0) {
-                    None => p += len,
-                    Some(q) => {
-                        p += q as u64;
-                        if seek_data(p) == Some(p) {
-                            p += 1; // not resident but data (swapped out)
-                        } else {
-                            break 'extent;
-                        }
-                    }
-                }
+                Some(d) => p = d,
             }
-            match runs.last_mut() {
-                Some(last) if last.0 + last.1 == d => last.1 += p - d,
-                _ => runs.push((d, p - d)),
-            }
-            pos = p;
         }
         runs
     }
@@ -256,6 +252,22 @@ impl WindowMap {
         // SAFETY: [off, off + len) lies inside the mapped region (end <= pages), which the
         // guard keeps mapped for the lifetime of `self`, hence of the slice.
         Some(unsafe { VolatileSlice::new(self.host.add(off), len) })
+    }
+
+    /// Whether page `idx` reads as zero now, looking at 64 bytes at a time (copied out of
+    /// guest memory) and stopping at the first that is not: a page with data is found out
+    /// after one block in the common case. False for a page outside the window.
+    pub fn page_is_zero(&self, idx: u64) -> bool {
+        let Some(v) = self.slice(idx, 1) else {
+            return false;
+        };
+        let mut block = [0u8; 64];
+        (0..PAGE / 64).all(|k| {
+            v.subslice(k * 64, 64)
+                .map(|b| b.copy_to(&mut block[..]) == 64)
+                .unwrap_or(false)
+                && crate::model::compress::is_filled_with(&block, 0)
+        })
     }
 
     /// Copy page `idx` into `out`: a stable snapshot of a page the guest may be writing.
@@ -292,12 +304,9 @@ impl WindowMap {
             // Skip holes of the backing (never touched, so they stay holes) and pages that are
             // zero already (no write, no dirtying). The check reads a copy (guest memory is
             // never looked at through a reference).
-            let mut copy = [0u8; PAGE];
             for (run, len) in self.data_runs(first, n) {
                 for idx in run..run + len {
-                    if !self.copy_page(idx, &mut copy)
-                        || !crate::model::compress::is_filled_with(&copy, 0)
-                    {
+                    if !self.page_is_zero(idx) {
                         zero_page(self.host.add(idx as usize * PAGE));
                     }
                 }
@@ -426,7 +435,9 @@ mod tests {
         assert_eq!(p[0], 7);
         assert!(map.copy_page(2, &mut p));
         assert_eq!(p[4095], 7);
+        assert!(!map.page_is_zero(1) && !map.page_is_zero(256));
         assert!(map.zero(1, 1, false));
+        assert!(map.page_is_zero(1));
         assert!(map.copy_page(1, &mut p));
         assert!(p.iter().all(|b| *b == 0));
         assert!(map.copy_page(2, &mut p));
