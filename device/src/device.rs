@@ -344,14 +344,16 @@ impl Device {
             Kind::Discard => {
                 stats::inc(&self.dc.discard_requests, 1);
                 if let Some(store) = guard.as_mut() {
-                    for &(first, n) in &req.ranges {
-                        if !map.zero(first, n, self.opts.punch_holes)
-                            || !store.discard_range(first, n)
-                        {
-                            status = VCRAM_S_DEVICE_ERROR;
-                            break;
+                    if map.zero_ranges(&req.ranges, self.opts.punch_holes) {
+                        for &(first, n) in &req.ranges {
+                            if !store.discard_range(first, n) {
+                                status = VCRAM_S_DEVICE_ERROR;
+                                break;
+                            }
+                            done += n;
                         }
-                        done += n;
+                    } else {
+                        status = VCRAM_S_DEVICE_ERROR;
                     }
                 }
             }

@@ -279,6 +279,72 @@ impl WindowMap {
         }
     }
 
+    /// Zero the pages of `ranges` ((first, pages), inside the window, not overlapping), as
+    /// [`WindowMap::zero`] does one range, but with one residency lookup for ranges that lie
+    /// close together (a request of many small ranges costs a few mincore calls, not one
+    /// each). False (nothing done) if a range is outside the window.
+    pub fn zero_ranges(&self, ranges: &[(u64, u64)], punch: bool) -> bool {
+        /// Small ranges within this many pages share one lookup.
+        const SPAN: u64 = 4096;
+        if ranges
+            .iter()
+            .any(|&(f, n)| f.checked_add(n).is_none_or(|e| e > self.pages()))
+        {
+            return false;
+        }
+        let mut small: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+        for &(f, n) in ranges {
+            if punch && n >= PUNCH_MIN_PAGES {
+                if !self.zero(f, n, true) {
+                    return false;
+                }
+            } else if n > 0 {
+                small.push((f, n));
+            }
+        }
+        small.sort_unstable();
+        let mut i = 0;
+        while i < small.len() {
+            // a cluster of ranges within SPAN pages of its first
+            let start = small[i].0;
+            let mut j = i;
+            let mut end = start;
+            while j < small.len() && small[j].0 + small[j].1 <= start + SPAN.max(small[i].1) {
+                end = end.max(small[j].0 + small[j].1);
+                j += 1;
+            }
+            let runs = self.data_runs(start, end - start);
+            let mut r = 0;
+            for &(f, n) in &small[i..j] {
+                let e = f + n;
+                while runs.get(r).is_some_and(|x| x.0 + x.1 <= f) {
+                    r += 1;
+                }
+                let mut k = r;
+                while let Some(&(a, len)) = runs.get(k) {
+                    if a >= e {
+                        break;
+                    }
+                    for idx in a.max(f)..(a + len).min(e) {
+                        if !self.page_is_zero(idx) {
+                            // SAFETY: idx < pages (checked above): the page is inside the
+                            // mapped window.
+                            unsafe { zero_page(self.host.add(idx as usize * PAGE)) };
+                        }
+                    }
+                    k += 1;
+                }
+            }
+            i = j;
+        }
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a store fence has no preconditions.
+        unsafe {
+            std::arch::x86_64::_mm_sfence()
+        };
+        true
+    }
+
     /// Zero `n` pages from `first` (the caller validated the range). With `punch`, runs of at
     /// least `PUNCH_MIN_PAGES` are punched out of the shared backing file (MADV_REMOVE) so the
     /// host memory is released too (the frontend's mapping reads zeros afterwards); this is
@@ -438,6 +504,14 @@ mod tests {
         assert!(!map.page_is_zero(1) && !map.page_is_zero(256));
         assert!(map.zero(1, 1, false));
         assert!(map.page_is_zero(1));
+        // several ranges at once
+        vm_memory::Bytes::write_slice(&*m, &[9u8; 4096 * 4], GuestAddress((1 << 32) + 10 * 4096))
+            .unwrap();
+        assert!(map.zero_ranges(&[(12, 1), (10, 1), (200, 3)], false));
+        assert!(map.page_is_zero(10) && map.page_is_zero(12));
+        assert!(!map.page_is_zero(11) && !map.page_is_zero(13));
+        assert!(!map.zero_ranges(&[(10, 1), (255, 2)], false));
+        assert!(!map.page_is_zero(11), "nothing done for a bad request");
         assert!(map.copy_page(1, &mut p));
         assert!(p.iter().all(|b| *b == 0));
         assert!(map.copy_page(2, &mut p));
