@@ -615,6 +615,10 @@ impl Store {
 
     /// Drop everything held: every page is empty (the caller zeroed the window).
     pub fn reset(&mut self) {
+        // Every block changed, held or not: work prepared before the reset is void.
+        for g in &mut self.gens {
+            *g = g.wrapping_add(1);
+        }
         let mut from = 0;
         while let Some(i) = self.next_occupied(from, self.cfg.pages) {
             if let Ok(i) = usize::try_from(i) {
@@ -1209,7 +1213,13 @@ mod tests {
         s.discard_page(701);
         assert_eq!(s.next_occupied(701, 900), None);
         s.verify().unwrap();
+        let seen = s.snapshot(1800).unwrap();
         s.reset();
+        assert_ne!(
+            s.snapshot(1800),
+            Some(seen),
+            "an empty block's generation moves too"
+        );
         s.verify().unwrap();
         let c = s.counters();
         assert_eq!((c.stored_pages, c.image_bytes), (0, 0));
