@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! End-to-end tests of vcram.ko with the real vcram-device: the in-guest KTAP
 //! suites of `guest-driver/tests/` run in the test guest, and the host checks
 //! the device's own statistics afterwards.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! Command line of `vcram-workload` (clap; the help text is `USAGE`).
 
 use super::pattern::PatternSpec;

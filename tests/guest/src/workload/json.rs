@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! A JSON value that keeps the order of object keys, written by serde_json.
 
 use serde::ser::{SerializeMap, SerializeSeq};
