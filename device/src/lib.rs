@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! vcram-device: a vhost-user backend emulating a compressed-RAM (CXL) memory expander.
 //!
 //! - [`protocol`]: the wire format shared with the guest driver (see `PROTOCOL.md`).
@@ -16,6 +17,8 @@ pub mod metrics;
 pub mod model;
 pub mod observe;
 pub mod plot;
+#[cfg(test)]
+mod proptests;
 pub mod protocol;
 pub mod ratelimit;
 pub mod record;

@@ -24,6 +24,8 @@ pub const COUNTERS: &[&str] = &[
     "discard_pages",
     "commit_requests",
     "commit_pages",
+    "reset_requests",
+    "store_ops",
     "scans",
     "scan_pages",
     "scan_changed_pages",
