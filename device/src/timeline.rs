@@ -200,8 +200,8 @@ pub fn reply(cmd: &str) -> String {
         arg.parse::<u64>()
     };
     let Ok(after) = after else {
-        return serde_json::json!({ "error": format!("timeline: bad sequence number {arg:?}") })
-            .to_string();
+        // The input is never echoed (see control.rs).
+        return r#"{"error":"timeline takes a sequence number (timeline SEQ)"}"#.to_string();
     };
     let Some(t) = TIMELINE.get() else {
         return r#"{"error":"no timeline in this daemon"}"#.to_string();
@@ -294,6 +294,13 @@ mod tests {
     fn reply_without_timeline_and_bad_seq() {
         // No daemon in a unit test: either no timeline or a bad argument, both as errors.
         assert!(reply("timeline x").contains("error"));
+        // Like every control reply, an error never echoes the input.
+        let junk = "timeline \"},{\"evil\":1,\"x\":\"";
+        let r = reply(junk);
+        assert!(r.contains("error"), "{r}");
+        assert!(!r.contains("evil"), "{r}");
+        let v: serde_json::Value = serde_json::from_str(&r).unwrap();
+        assert!(v.is_object());
     }
 
     #[test]
