@@ -213,6 +213,8 @@ pub struct Cli {
     /// Serve a single frontend connection, then exit.
     #[arg(long)]
     pub once: bool,
+    #[command(flatten)]
+    pub observe: crate::observe::ObserveOptions,
 }
 
 impl Cli {
@@ -280,6 +282,7 @@ impl Cli {
             socket: self.socket,
             control_socket: self.control_socket,
             once: self.once,
+            observe: self.observe,
             device: DeviceOptions {
                 node: self.node,
                 window,

@@ -372,7 +372,8 @@ pub fn reply(cmd: &str, current: &Current) -> String {
             serde_json::to_string(&d.snapshot()).unwrap_or_default()
         }
         ("stats" | "scan", None) => error_json("no device"),
-        _ => error_json("unknown command (commands: stats, scan, ping)"),
+        (c, _) if c == "timeline" || c.starts_with("timeline ") => crate::timeline::reply(c),
+        _ => error_json("unknown command (commands: stats, scan, timeline, ping)"),
     }
 }
 

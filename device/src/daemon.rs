@@ -22,6 +22,7 @@ pub struct DaemonOptions {
     pub device: DeviceOptions,
     /// Serve one connection, then exit.
     pub once: bool,
+    pub observe: crate::observe::ObserveOptions,
 }
 
 /// Why the daemon stopped.
@@ -46,6 +47,9 @@ pub enum DaemonError {
     Notify(std::io::Error),
     #[error("cannot start scanner: {0}")]
     Scanner(std::io::Error),
+    /// The timeline or the metrics listener (`--metrics-listen`).
+    #[error("{0}")]
+    Observe(String),
 }
 
 pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
@@ -54,6 +58,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         control::serve(p, current.clone()).map_err(DaemonError::ControlSocket)?;
         info!("control socket at {}", p.display());
     }
+    crate::observe::start(&opts.observe, &current).map_err(DaemonError::Observe)?;
     let mut session = 0u64;
     loop {
         session += 1;

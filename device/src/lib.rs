@@ -13,14 +13,19 @@ pub mod control;
 pub mod daemon;
 pub mod device;
 pub mod events;
+pub mod metrics;
 pub mod model;
+pub mod observe;
+pub mod plot;
 #[cfg(test)]
 mod proptests;
 pub mod protocol;
 pub mod ratelimit;
+pub mod record;
 pub mod request;
 pub mod scanner;
 pub mod stats;
 #[cfg(test)]
 mod testdata;
+pub mod timeline;
 pub mod window;

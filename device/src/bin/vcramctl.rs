@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
-//! `vcramctl stats [--json|--prometheus] [--watch SECONDS]`: statistics of a running
-//! vcram-device, read over its control socket.
+//! `vcramctl stats [--json|--prometheus|--brief] [--watch SECONDS]`: statistics of a running
+//! vcram-device, read over its control socket; `vcramctl record` copies its timeline into a
+//! CSV file, `vcramctl plot` draws such a file.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -8,7 +9,10 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use vcram_device::control;
+use vcram_device::plot::{plot, read_csv};
+use vcram_device::record::record;
 use vcram_device::stats::{render_prometheus, render_table, Snapshot};
+use vcram_device::timeline::render_line;
 
 #[derive(Parser)]
 #[command(name = "vcramctl", version, about = "Inspect a running vcram-device")]
@@ -34,8 +38,11 @@ enum Cmd {
         #[arg(long, conflicts_with = "prometheus")]
         json: bool,
         /// Prometheus text exposition format.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "brief")]
         prometheus: bool,
+        /// One line: pages stored, ratio, physical use, pressure, discards.
+        #[arg(long, conflicts_with = "json")]
+        brief: bool,
         /// Repeat every SECONDS seconds.
         #[arg(long, value_name = "SECONDS", value_parser = parse_secs)]
         watch: Option<f64>,
@@ -45,6 +52,30 @@ enum Cmd {
     },
     /// Check the daemon answers.
     Ping,
+    /// Record the device's timeline (a sample every interval) into a CSV file.
+    Record {
+        /// Stop after SECONDS seconds [until SIGINT or SIGTERM].
+        #[arg(long, value_name = "SECONDS", value_parser = parse_secs)]
+        seconds: Option<f64>,
+        /// The CSV file to write.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        out: PathBuf,
+        /// Start with the samples the daemon already holds (its ring buffer).
+        #[arg(long)]
+        history: bool,
+    },
+    /// Draw a recorded timeline: ratio, physical use against capacity and watermarks,
+    /// pressure level, discards, over time.
+    Plot {
+        /// The CSV file `vcramctl record` wrote.
+        file: PathBuf,
+        /// The image to write: .png or .svg.
+        #[arg(long, short = 'o', value_name = "OUT")]
+        out: PathBuf,
+        /// Title of the figure [the CSV's file name].
+        #[arg(long)]
+        title: Option<String>,
+    },
 }
 
 /// Longest `--watch` interval: one day.
@@ -70,6 +101,8 @@ enum CtlError {
     BadReply(String, serde_json::Error),
     #[error("device: {0}")]
     Device(serde_json::Value),
+    #[error("record: {0}")]
+    Record(String),
 }
 
 fn parse_secs(s: &str) -> Result<f64, CtlError> {
@@ -107,16 +140,51 @@ fn fetch(socket: &Path, cmd: &str) -> Result<(String, Snapshot), CtlError> {
 }
 
 fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
+    if let Cmd::Plot { file, out, title } = &cli.cmd {
+        let title = title.clone().unwrap_or_else(|| {
+            format!(
+                "vcram-device timeline: {}",
+                file.file_name().unwrap_or_default().to_string_lossy()
+            )
+        });
+        let r = read_csv(file).and_then(|s| {
+            plot(&s, out, &title)?;
+            Ok(s.len())
+        });
+        match r {
+            Ok(n) => eprintln!("vcramctl: {} samples drawn into {}", n, out.display()),
+            Err(e) => {
+                eprintln!("vcramctl: plot: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
     let Some(socket) = cli.socket else {
         eprintln!("vcramctl: no control socket: pass --socket PATH or set VCRAM_CONTROL_SOCKET");
         std::process::exit(2);
     };
     let r = match cli.cmd {
         Cmd::Ping => talk(&socket, "ping").map(|l| print!("{l}")),
+        Cmd::Plot { .. } => unreachable!("handled above"),
+        Cmd::Record {
+            seconds,
+            out,
+            history,
+        } => {
+            vcram_device::record::stop_on_signals();
+            record(&socket, &out, seconds, history)
+                .map(|n| {
+                    eprintln!("vcramctl: {n} samples recorded into {}", out.display());
+                })
+                .map_err(CtlError::Record)
+        }
         Cmd::Stats {
             json,
             prometheus,
+            brief,
             watch,
             scan,
         } => (|| {
@@ -127,6 +195,8 @@ fn main() {
                     println!("{raw}");
                 } else if prometheus {
                     print!("{}", render_prometheus(&s));
+                } else if brief {
+                    println!("{}", render_line(&s));
                 } else {
                     if watch.is_some() {
                         print!("\x1b[2J\x1b[H");
