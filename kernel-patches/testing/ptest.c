@@ -3,6 +3,10 @@
  * the test initramfs, run by tests/guest/scripts/private-node.sh).
  * Build: gcc -O2 -static -o ptest ptest.c
  *   ptest [nomigrate]      mbind/move_pages checks against node 1, TAP-like
+ *   ptest refused          what an owner without USER_NUMA refuses
+ *   ptest filemove         mbind(MPOL_MF_MOVE) never moves page cache to node 1
+ *   ptest orphan FILE      remove node 1 through FILE (the test owner's debugfs
+ *                          "remove"), then fault under BIND{1}: SIGBUS
  *   ptest hog MiB [hold]   touch MiB of anonymous memory, print pages per node
  *   ptest thp MiB          the same with MADV_HUGEPAGE on a 2 MiB aligned range,
  *                          also prints how many pages were in huge pages
@@ -25,6 +29,8 @@
 #define MPOL_PREFERRED 1
 #define MPOL_BIND 2
 #define MPOL_INTERLEAVE 3
+#define MPOL_PREFERRED_MANY 5
+#define MPOL_WEIGHTED_INTERLEAVE 6
 #define MPOL_MF_MOVE (1 << 1)
 
 static int n;
@@ -204,6 +210,109 @@ static int paused(const char *ctl)
 	return 0;
 }
 
+/*
+ * mbind(MPOL_MF_MOVE) of page cache: a private mapping of a shmem file
+ * (memfd), read in on node 0, must not move to node 1 under BIND{1}:
+ * only anonymous memory moves to a private node.
+ */
+static int filemove(void)
+{
+	long pages = 256, i, r;
+	size_t len = pages * 4096;
+	char buf[4096];
+	volatile char sink = 0;
+	int fd = syscall(SYS_memfd_create, "ptest", 0);
+	char *f;
+
+	memset(buf, 0x5a, sizeof(buf));
+	for (i = 0; fd >= 0 && i < pages; i++)
+		if (write(fd, buf, sizeof(buf)) != sizeof(buf))
+			break;
+	f = fd >= 0 ? mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0) : MAP_FAILED;
+	check(f != MAP_FAILED && i == pages, "file pages written and mapped", i);
+	if (f == MAP_FAILED)
+		return 1;
+	for (i = 0; i < pages; i++)
+		sink += f[i * 4096];
+	r = count_on(f, pages, 0);
+	check(r == pages, "file pages start on node 0", r);
+	r = mbind_(f, len, MPOL_BIND, 1UL << 1, MPOL_MF_MOVE);
+	printf("# mbind(BIND{1}, MPOL_MF_MOVE) of file pages: %ld errno %d\n", r, r ? errno : 0);
+	r = count_on(f, pages, 1);
+	check(r == 0, "mbind(MPOL_MF_MOVE) leaves page cache off node 1", r);
+	for (i = 0, r = 0; i < pages; i++)
+		r += f[i * 4096] != 0x5a;
+	check(r == 0, "file pages intact after mbind(MPOL_MF_MOVE)", r);
+	printf("1..%d\n", n);
+	return 0;
+}
+
+/*
+ * A bind policy to node 1 whose memory is gone: remove the node through
+ * the owner's debugfs file @ctl, then fault under BIND{1}.  The fault must
+ * fail with SIGBUS, not retry forever.
+ */
+static int orphan(const char *ctl)
+{
+	char *c = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	long r = mbind_(c, 4096, MPOL_BIND, 1UL << 1, 0);
+	int st = 0, i;
+	pid_t pid;
+
+	check(r == 0, "orphan: mbind(MPOL_BIND, {1}) before removal", r ? -errno : 0);
+	r = write_file(ctl, "1");
+	check(r == 0, "orphan: node 1 removed by its owner", r);
+	pid = fork();
+	if (pid == 0) {
+		c[0] = 1;
+		_exit(0);
+	}
+	/* Give a livelocked fault 20 s, then kill it. */
+	for (i = 0; i < 200 && waitpid(pid, &st, WNOHANG) == 0; i++)
+		usleep(100000);
+	if (i == 200) {
+		kill(pid, SIGKILL);
+		waitpid(pid, &st, 0);
+		printf("# orphan: the fault was still retrying after 20 s\n");
+		st = -1;
+	}
+	check(st != -1 && WIFSIGNALED(st) && WTERMSIG(st) == SIGBUS,
+	      "orphan: a fault under BIND{1} without node 1 is SIGBUS", st);
+	printf("1..%d\n", n);
+	return 0;
+}
+
+/* An owner that allows no user placement (caps without USER_NUMA). */
+static int refused(void)
+{
+	long pages = 1024, r, i;
+	size_t len = pages * 4096;
+	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	void **addrs = malloc(pages * sizeof(void *));
+	int *nodes = malloc(pages * sizeof(int));
+	int *status = malloc(pages * sizeof(int));
+
+	r = mbind_(p, len, MPOL_BIND, 1UL << 1, 0);
+	check(r == -1 && errno == EINVAL, "refused: mbind(MPOL_BIND, {1}) is EINVAL", r ? -errno : 0);
+	r = mbind_(p, len, MPOL_PREFERRED, 1UL << 1, 0);
+	check(r == -1 && errno == EINVAL, "refused: mbind(MPOL_PREFERRED, {1}) is EINVAL", r ? -errno : 0);
+	r = mbind_(p, len, MPOL_INTERLEAVE, 1UL << 1, 0);
+	check(r == -1 && errno == EINVAL, "refused: mbind(MPOL_INTERLEAVE, {1}) is EINVAL", r ? -errno : 0);
+	r = mbind_(p, len, MPOL_BIND, 3UL, 0);
+	check(r == 0, "refused: mbind(MPOL_BIND, {0,1}) keeps node 0", r ? -errno : 0);
+	memset(p, 1, len);
+	r = count_on(p, pages, 1);
+	check(r == 0 && count_on(p, pages, 0) == pages, "refused: BIND{0,1} never uses node 1", r);
+	for (i = 0; i < pages; i++) {
+		addrs[i] = p + i * 4096;
+		nodes[i] = 1;
+	}
+	r = syscall(SYS_move_pages, 0, pages, addrs, nodes, status, 0);
+	check(r == -1 && errno == ENODEV, "refused: move_pages to node 1 is ENODEV", r ? -errno : 0);
+	printf("1..%d\n", n);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	long pages = 4096, r;
@@ -216,6 +325,12 @@ int main(int argc, char **argv)
 		return thp(atol(argv[2]));
 	if (argc > 2 && !strcmp(argv[1], "paused"))
 		return paused(argv[2]);
+	if (argc > 2 && !strcmp(argv[1], "orphan"))
+		return orphan(argv[2]);
+	if (argc > 1 && !strcmp(argv[1], "filemove"))
+		return filemove();
+	if (argc > 1 && !strcmp(argv[1], "refused"))
+		return refused();
 
 	/* BIND to node 1 */
 	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -234,17 +349,49 @@ int main(int argc, char **argv)
 	check(r == pages, "BIND{0,1} pages are on node 0 or 1", r);
 	printf("# BIND{0,1}: %ld pages on node 1\n", count_on(q, pages, 1));
 
-	/* PREFERRED / INTERLEAVE over node 1 only */
+	/* Every mode may name node 1: a task that names it has opted in. */
 	char *s = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	r = mbind_(s, len, MPOL_PREFERRED, 1UL << 1, 0);
-	check(r == -1 && errno == EINVAL, "mbind(MPOL_PREFERRED, {1}) is EINVAL", r ? -errno : 0);
+	check(r == 0, "mbind(MPOL_PREFERRED, {1}) accepted", r ? -errno : 0);
+	memset(s, 1, len);
+	r = count_on(s, pages, 1);
+	check(r == pages, "PREFERRED{1} pages are on node 1", r);
+	munmap(s, len);
+
+	s = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	r = mbind_(s, len, MPOL_PREFERRED_MANY, 1UL << 1, 0);
+	check(r == 0, "mbind(MPOL_PREFERRED_MANY, {1}) accepted", r ? -errno : 0);
+	memset(s, 1, len);
+	r = count_on(s, pages, 1);
+	check(r == pages, "PREFERRED_MANY{1} pages are on node 1", r);
+	munmap(s, len);
+
+	s = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	r = mbind_(s, len, MPOL_INTERLEAVE, 1UL << 1, 0);
-	check(r == -1 && errno == EINVAL, "mbind(MPOL_INTERLEAVE, {1}) is EINVAL", r ? -errno : 0);
+	check(r == 0, "mbind(MPOL_INTERLEAVE, {1}) accepted", r ? -errno : 0);
+	memset(s, 1, len);
+	r = count_on(s, pages, 1);
+	check(r == pages, "INTERLEAVE{1} pages are on node 1", r);
+	munmap(s, len);
+
+	s = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	r = mbind_(s, len, MPOL_INTERLEAVE, 3UL, 0);
 	check(r == 0, "mbind(MPOL_INTERLEAVE, {0,1}) accepted", r ? -errno : 0);
 	memset(s, 1, len);
 	r = count_on(s, pages, 1);
-	check(r == 0, "INTERLEAVE{0,1} never uses node 1", r);
+	printf("# INTERLEAVE{0,1}: %ld of %ld pages on node 1\n", r, pages);
+	check(r >= pages * 4 / 10 && r <= pages * 6 / 10 && count_on(s, pages, 0) == pages - r,
+	      "INTERLEAVE{0,1} puts half the pages on node 1, half on node 0", r);
+	munmap(s, len);
+
+	s = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	r = mbind_(s, len, MPOL_WEIGHTED_INTERLEAVE, 3UL, 0);
+	check(r == 0, "mbind(MPOL_WEIGHTED_INTERLEAVE, {0,1}) accepted", r ? -errno : 0);
+	memset(s, 1, len);
+	r = count_on(s, pages, 1);
+	printf("# WEIGHTED_INTERLEAVE{0,1}: %ld of %ld pages on node 1\n", r, pages);
+	check(r > 0 && r < pages && count_on(s, pages, 0) == pages - r,
+	      "WEIGHTED_INTERLEAVE{0,1} uses both nodes", r);
 
 	/* internal flag cannot be passed */
 	r = mbind_(s, len, MPOL_BIND | (1 << 5), 1UL << 1, 0);
@@ -266,7 +413,7 @@ int main(int argc, char **argv)
 		r = syscall(SYS_move_pages, 0, pages, addrs, nodes, status, 0);
 		printf("# move_pages to node 1: %ld errno %d status[0] %d\n", r, r ? errno : 0, status[0]);
 		if (argc > 1 && !strcmp(argv[1], "nomigrate"))
-			check(r == -1 && errno == ENODEV, "move_pages to node 1 without USER_MIGRATE is ENODEV", r ? -errno : 0);
+			check(r == -1 && errno == ENODEV, "move_pages to node 1 without USER_NUMA is ENODEV", r ? -errno : 0);
 		else
 			check(r == 0 && count_on(m, pages, 1) == pages, "move_pages to node 1", count_on(m, pages, 1));
 	}
