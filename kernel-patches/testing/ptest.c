@@ -7,6 +7,9 @@
  *   ptest filemove         mbind(MPOL_MF_MOVE) never moves page cache to node 1
  *   ptest orphan FILE      remove node 1 through FILE (the test owner's debugfs
  *                          "remove"), then fault under BIND{1}: SIGBUS
+ *   ptest pageout MiB      swap a BIND{1} range out (MADV_PAGEOUT) and back in
+ *   ptest shmswap MiB      shmem under a BIND{1} task policy, swapped out and in
+ *   ptest raswap PAGES     cluster readahead next to a BIND{1} range's slots
  *   ptest hog MiB [hold]   touch MiB of anonymous memory, print pages per node
  *   ptest thp MiB          the same with MADV_HUGEPAGE on a 2 MiB aligned range,
  *                          also prints how many pages were in huge pages
@@ -313,6 +316,111 @@ static int refused(void)
 	return 0;
 }
 
+#ifndef MADV_PAGEOUT
+#define MADV_PAGEOUT 21
+#endif
+
+/* Pages of [p, p + pages) that are present (not swapped out). */
+static long present(char *p, long pages)
+{
+	return count_on(p, pages, 0) + count_on(p, pages, 1);
+}
+
+/*
+ * Swap a BIND{1} range out with MADV_PAGEOUT and back in by touching it:
+ * prints "pageout: n1=.. after_pageout=.. after_swapin_n1=.. bad=..".
+ * Without RECLAIM the pages must stay; with it they leave and come back
+ * to node 1 intact.
+ */
+static int pageout(long mb)
+{
+	long pages = mb * 256, i, n1, out, back, bad = 0;
+	size_t len = pages * 4096;
+	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED || mbind_(p, len, MPOL_BIND, 1UL << 1, 0))
+		return 1;
+	for (i = 0; i < (long)len; i += 64)
+		p[i] = (char)(i / 64 * 13 + 1);
+	n1 = count_on(p, pages, 1);
+	madvise(p, len, MADV_PAGEOUT);
+	out = present(p, pages);
+	for (i = 0; i < (long)len; i += 64)
+		bad += p[i] != (char)(i / 64 * 13 + 1);
+	back = count_on(p, pages, 1);
+	printf("pageout: pages=%ld n1=%ld present_after_pageout=%ld after_swapin_n1=%ld bad=%ld\n",
+	       pages, n1, out, back, bad);
+	return 0;
+}
+
+/*
+ * shmem under the task's BIND{1} policy: written, swapped out and faulted
+ * back by the bound task, its pages must stay off node 1 (the file
+ * outlives the task).  Prints "shmswap: n1_written=.. present_after_pageout=..
+ * n1_after_swapin=.. bad=..".
+ */
+static int shmswap(long mb)
+{
+	long pages = mb * 256, i, n1w, out, n1s, bad = 0;
+	size_t len = pages * 4096;
+	unsigned long mask = 1UL << 1;
+	int fd = syscall(SYS_memfd_create, "shmswap", 0);
+	char *p;
+
+	if (fd < 0 || ftruncate(fd, len))
+		return 1;
+	if (syscall(SYS_set_mempolicy, MPOL_BIND, &mask, 64))
+		return 2;
+	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED)
+		return 1;
+	for (i = 0; i < (long)len; i += 64)
+		p[i] = (char)(i / 64 * 7 + 5);
+	n1w = count_on(p, pages, 1);
+	madvise(p, len, MADV_PAGEOUT);
+	out = present(p, pages);
+	for (i = 0; i < (long)len; i += 64)
+		bad += p[i] != (char)(i / 64 * 7 + 5);
+	n1s = count_on(p, pages, 1);
+	printf("shmswap: pages=%ld n1_written=%ld present_after_pageout=%ld n1_after_swapin=%ld bad=%ld\n",
+	       pages, n1w, out, n1s, bad);
+	return 0;
+}
+
+/*
+ * Cluster swap readahead: pages of an unbound range X and of a BIND{1}
+ * range Y are swapped out alternately, so their slots are neighbours.
+ * Faulting Y back reads X's slots ahead; X's pages must not land on
+ * node 1.  Prints "raswap: x_n1=.. y_n1=.. x_bad=..".
+ */
+static int raswap(long pages)
+{
+	size_t len = pages * 4096;
+	char *x = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *y = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	long i, bad = 0, xout, yout;
+
+	if (x == MAP_FAILED || y == MAP_FAILED || mbind_(y, len, MPOL_BIND, 1UL << 1, 0))
+		return 1;
+	for (i = 0; i < pages; i++) {
+		x[i * 4096] = (char)(i * 3 + 1);
+		y[i * 4096] = (char)(i * 5 + 2);
+	}
+	for (i = 0; i < pages; i++) {
+		madvise(x + i * 4096, 4096, MADV_PAGEOUT);
+		madvise(y + i * 4096, 4096, MADV_PAGEOUT);
+	}
+	xout = present(x, pages);
+	yout = present(y, pages);
+	for (i = 0; i < pages; i++)
+		bad += y[i * 4096] != (char)(i * 5 + 2);
+	for (i = 0; i < pages; i++)
+		bad += x[i * 4096] != (char)(i * 3 + 1);
+	printf("raswap: pages=%ld x_present_after_pageout=%ld y_present_after_pageout=%ld x_n1=%ld y_n1=%ld bad=%ld\n",
+	       pages, xout, yout, count_on(x, pages, 1), count_on(y, pages, 1), bad);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	long pages = 4096, r;
@@ -331,6 +439,12 @@ int main(int argc, char **argv)
 		return filemove();
 	if (argc > 1 && !strcmp(argv[1], "refused"))
 		return refused();
+	if (argc > 2 && !strcmp(argv[1], "pageout"))
+		return pageout(atol(argv[2]));
+	if (argc > 2 && !strcmp(argv[1], "shmswap"))
+		return shmswap(atol(argv[2]));
+	if (argc > 2 && !strcmp(argv[1], "raswap"))
+		return raswap(atol(argv[2]));
 
 	/* BIND to node 1 */
 	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
