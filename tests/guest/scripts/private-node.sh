@@ -26,7 +26,7 @@ ptest_cases() {
 # pages of a hog on node 1: "hog: 64 MiB N0=.. N1=.."
 hog_n1() { sed -n 's/.*N1=\([0-9-]*\).*/\1/p' "$1"; }
 
-ktap_plan 45
+ktap_plan 48
 if [ -z "$KO" ]; then
 	echo "# test_private_node.ko missing: the kernel needs CONFIG_TEST_PRIVATE_NODE=m"
 	ktap_fail_rest "test_private_node.ko present"
@@ -34,7 +34,14 @@ if [ -z "$KO" ]; then
 fi
 
 # --- registration and node state (caps USER_NUMA) -----------------------------
+meminfo() { awk -v k="$1:" '$1 == k { print $2 }' /proc/meminfo; }
+avail0=$(meminfo MemAvailable) commit0=$(meminfo CommitLimit)
 check "insmod test_private_node caps=2" insmod "$KO" caps=2
+avail1=$(meminfo MemAvailable) commit1=$(meminfo CommitLimit)
+echo "# MemAvailable $avail0 -> $avail1 kB, CommitLimit $commit0 -> $commit1 kB"
+check "MemAvailable leaves node 1 out (grew by less than 64 MiB)" [ $((avail1 - avail0)) -lt 65536 ]
+check "CommitLimit leaves node 1 out (grew by less than 64 MiB)" [ $((commit1 - commit0)) -lt 65536 ]
+check "the owner's module is pinned while it owns node 1" sh -c '! rmmod test_private_node 2>/dev/null'
 echo "# has_memory=$(cat $NODES/has_memory) has_private_memory=$(cat $NODES/has_private_memory)"
 check "node 1 in has_private_memory" [ "$(cat $NODES/has_private_memory)" = 1 ]
 check "node 1 not in has_memory" [ "$(cat $NODES/has_memory)" = 0 ]
