@@ -16,7 +16,7 @@ fn private_node_series_selftest() {
         .timeout(900)
         .run_script(&script)
         .expect("launch");
-    run.expect_ktap_passed(45);
+    run.expect_ktap_passed(48);
     run.expect_clean_console();
 }
 
