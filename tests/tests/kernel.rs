@@ -37,3 +37,20 @@ fn private_node_series_with_swap() {
     run.expect_ktap_passed(14);
     run.expect_clean_console();
 }
+
+/// The series' kernel selftest, `tools/testing/selftests/mm/private_nodes`
+/// with its wrapper `test_private_nodes.sh`, run in the guest by
+/// `tests/guest/scripts/selftest-private-nodes.sh`.
+#[test]
+fn private_nodes_kernel_selftest() {
+    require_platform();
+    let script =
+        std::fs::read_to_string(repo_root().join("tests/guest/scripts/selftest-private-nodes.sh"))
+            .expect("script");
+    let run = Launch::new()
+        .timeout(600)
+        .run_script(&script)
+        .expect("launch");
+    run.expect_ktap_passed(3);
+    run.expect_clean_console();
+}
