@@ -219,9 +219,8 @@ int vcram_mem_add(struct vcram *vc)
 		vcram_put_mtype(vc);
 		return ret;
 	}
+	/* The registration pins this module until the memory is removed. */
 	vc->added = true;
-	/* The node's callbacks live in this module: stay until removed. */
-	__module_get(THIS_MODULE);
 	dev_info(dev, "node %d: %llu MiB of private memory at %#llx, caps %#lx, adistance %d\n",
 		 vc->nid, vc->size >> 20, vc->base, vc->np.caps,
 		 vc->mtype ? vc->mtype->adistance : 0);
@@ -260,6 +259,5 @@ int vcram_mem_remove(struct vcram *vc)
 	vcram_put_mtype(vc);
 	mutex_unlock(&vc->lock);
 	dev_info(dev, "node %d: private memory removed\n", vc->nid);
-	module_put(THIS_MODULE);
 	return 0;
 }
