@@ -131,6 +131,8 @@ struct vcram {
 	/* Fault injection for tests (debugfs) */
 	struct dentry *debugfs;
 	u32 fail_requests;		/* fail the next N completions */
+
+	u32 reset_status;		/* answer to the RESET sent at probe */
 };
 
 /* Module parameters (vcram_main.c) */
@@ -167,6 +169,7 @@ void vcram_queue_pressure(struct vcram *vc);
 
 /* vcram_req.c */
 void vcram_req_init(struct vcram *vc);
+int vcram_req_reset(struct vcram *vc);
 void vcram_rq_done(struct virtqueue *vq);
 void vcram_flush_work(struct work_struct *work);
 void vcram_req_kick_flush(struct vcram *vc, bool now);

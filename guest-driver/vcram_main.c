@@ -278,6 +278,11 @@ static int vcram_probe(struct virtio_device *vdev)
 	ret = vcram_check_window(vc);
 	if (ret)
 		goto err_reset;
+	ret = vcram_req_reset(vc);
+	if (ret)
+		dev_warn(&vdev->dev,
+			 "RESET failed (%d): the device may still count a previous kernel's data\n",
+			 ret);
 
 	virtio_cread_le(vdev, struct vcram_config, pressure_level, &level);
 	WRITE_ONCE(vc->level, min_t(u32, level, VCRAM_LEVEL_HIGH));

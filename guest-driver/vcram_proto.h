@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * vcram device protocol, version 1.0 (device/PROTOCOL.md).
+ * vcram device protocol, version 1.2 (device/PROTOCOL.md).
  *
  * All fields are little-endian.  The driver never trusts what the device
  * wrote: responses and events are copied out and checked before use.
@@ -24,6 +24,7 @@
 
 #define VCRAM_REQ_DISCARD	1
 #define VCRAM_REQ_COMMIT	2
+#define VCRAM_REQ_RESET		3	/* since 1.2: the whole window, no ranges */
 
 #define VCRAM_S_OK		0
 #define VCRAM_S_BAD_REQUEST	1

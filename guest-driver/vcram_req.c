@@ -158,7 +158,7 @@ static void vcram_req_submit(struct vcram *vc, struct vcram_req *req)
 		if (type == VCRAM_REQ_DISCARD) {
 			vcram_count(vc, VCRAM_STAT_DISCARDS_SENT, 1);
 			vcram_count(vc, VCRAM_STAT_DISCARD_PAGES, npages);
-		} else {
+		} else if (type == VCRAM_REQ_COMMIT) {
 			vcram_count(vc, VCRAM_STAT_COMMITS_SENT, 1);
 			vcram_count(vc, VCRAM_STAT_COMMIT_PAGES, npages);
 		}
@@ -168,7 +168,7 @@ static void vcram_req_submit(struct vcram *vc, struct vcram_req *req)
 		vcram_count(vc, VCRAM_STAT_QUEUE_FULL, 1);
 	if (type == VCRAM_REQ_DISCARD)
 		vcram_req_fallback(vc, req);
-	else
+	else if (type == VCRAM_REQ_COMMIT)
 		vcram_count(vc, VCRAM_STAT_COMMITS_DROPPED, req->nr_ranges);
 	vcram_req_free(vc, req);
 }
@@ -208,12 +208,15 @@ static void vcram_req_complete(struct vcram *vc, struct vcram_req *req,
 	if (status != VCRAM_S_OK)
 		dev_warn_ratelimited(&vc->vdev->dev,
 				     "%s of %lu pages: %s (status %u, len %u)\n",
-				     req->type == VCRAM_REQ_DISCARD ? "DISCARD" : "COMMIT",
+				     req->type == VCRAM_REQ_DISCARD ? "DISCARD" :
+				     req->type == VCRAM_REQ_RESET ? "RESET" : "COMMIT",
 				     req->npages,
 				     answered ? vcram_status_name(status) : "not answered",
 				     status, len);
 
-	if (req->type == VCRAM_REQ_DISCARD) {
+	if (req->type == VCRAM_REQ_RESET) {
+		WRITE_ONCE(vc->reset_status, status);
+	} else if (req->type == VCRAM_REQ_DISCARD) {
 		if (status != VCRAM_S_OK) {
 			vcram_count(vc, VCRAM_STAT_DISCARDS_FAILED, 1);
 			vcram_req_fallback(vc, req);
@@ -403,6 +406,28 @@ void vcram_flush_work(struct work_struct *work)
 		vcram_req_submit(vc, req);
 
 	vcram_flush_commits(vc);
+}
+
+/*
+ * Probe, before the window is added: have the device discard the whole
+ * window, so that what a previous kernel left there is neither counted nor
+ * kept (protocol 1.2; older devices do not know RESET).
+ */
+int vcram_req_reset(struct vcram *vc)
+{
+	struct vcram_req *req;
+
+	if (vc->version_minor < 2)
+		return 0;
+	req = vcram_req_alloc(VCRAM_REQ_RESET, 0);
+	if (!req)
+		return -ENOMEM;
+	WRITE_ONCE(vc->reset_status, VCRAM_S_MAX + 1);
+	vcram_req_submit(vc, req);
+	if (!wait_event_timeout(vc->inflight_wq, !atomic_read(&vc->inflight),
+				10 * HZ))
+		return -ETIMEDOUT;
+	return READ_ONCE(vc->reset_status) == VCRAM_S_OK ? 0 : -EIO;
 }
 
 /* Discard everything kept now and wait (a while) for the answers. */

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 # Compare the vcram-device engine with the zstd CLI on 4 KiB pages of real files, and measure
 # scanning, DISCARD through the vhost-user path, metadata and daemon memory, in one run.
 #
@@ -122,10 +123,10 @@ cargo test -q --release -p vcram-device --test bench_vhost -- \
     echo
     echo "Through the vhost-user path (real daemon, frontend harness, 256 MiB window of committed pages, 64 requests in flight, best of 3 passes):"
     echo
-    echo "| DISCARD request shape | pages/s |"
-    echo "| --- | --- |"
-    grep '^discard_pages_per_s' "$vh" | while read -r _ shape per v; do
-        echo "| ${shape#range_pages=} pages per range, ${per#ranges_per_req=} ranges per request | $(printf "%'d" "${v%.*}") |"
+    echo "| DISCARD request shape | zeroing | pages/s |"
+    echo "| --- | --- | --- |"
+    grep '^discard_pages_per_s' "$vh" | while read -r _ mode shape per v; do
+        echo "| ${shape#range_pages=} pages per range, ${per#ranges_per_req=} ranges per request | ${mode#mode=} | $(printf "%'d" "${v%.*}") |"
     done
     echo
     echo "Daemon memory after COMMIT of the whole input (level 1):"
@@ -145,7 +146,7 @@ cargo test -q --release -p vcram-device --test bench_vhost -- \
     echo
     echo "| target | measured | met |"
     echo "| --- | --- | --- |"
-    grep '^discard_pages_per_s' "$vh" | awk '{ print "discard", $4 }' >> "$summary"
+    grep '^discard_pages_per_s' "$vh" | awk '{ print "discard", $5 }' >> "$summary"
     awk '$1 == "rss_anon" { a = $2 } $1 == "held_bytes" { h = $2 } $1 == "rss_anon_after_discard" { print "rss_over", ($2 - hd) / 1048576 } $1 == "held_after_discard" { hd = $2 } /^file / { if (a != "") print "rss_over", (a - h) / 1048576; a = "" } END { if (a != "") print "rss_over", (a - h) / 1048576 }' "$vh" >> "$summary"
     awk '$1 == "daemon_scan_gbps" { print "daemon_scan_gbps", $2 }' "$vh" >> "$summary"
     awk '

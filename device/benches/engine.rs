@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! Engine benchmark on 4 KiB pages of a file (or synthetic data without one).
 //!
 //! `cargo bench -p vcram-device --bench engine -- [FILE...]`

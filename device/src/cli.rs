@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! Command line of `vcram-device`.
 
 use std::path::PathBuf;
@@ -9,75 +10,147 @@ use crate::device::DeviceOptions;
 use crate::protocol::VCRAM_PAGE_SIZE;
 use crate::window::WindowSpec;
 
+/// A bad option value (what the value parsers report; clap prefixes the option).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("empty size")]
+    EmptySize,
+    #[error("bad size {0:?}: expected a number, e.g. 512M")]
+    SizeNotANumber(String),
+    #[error("bad size {0:?}: {1}")]
+    BadSize(String, String),
+    #[error("bad size {0:?}: unknown suffix {1:?} (use K, M, G or T)")]
+    UnknownSuffix(String, String),
+    #[error("size {0:?} does not fit in 64 bits")]
+    SizeTooLarge(String),
+    #[error("bad {what} {value:?}: {reason}")]
+    NotANumber {
+        what: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("percentage {0} is above 100")]
+    PercentAbove100(u32),
+    #[error("zstd level {0} is outside {1}..={2} (0 excluded)")]
+    Level(i32, i32, i32),
+    #[error("queue size {0} must be a power of two")]
+    QueueSize(u16),
+    #[error("thread count {0} must be between 1 and {MAX_THREADS}")]
+    Threads(usize),
+}
+
+fn number<T: std::str::FromStr>(what: &'static str, s: &str) -> Result<T, ValueError>
+where
+    T::Err: std::fmt::Display,
+{
+    s.trim()
+        .parse()
+        .map_err(|e: T::Err| ValueError::NotANumber {
+            what,
+            value: s.to_string(),
+            reason: e.to_string(),
+        })
+}
+
 /// Parse a size: decimal or 0x-hex, with an optional K/M/G/T suffix (powers of 1024; "KiB",
 /// "KB" and "k" are accepted too).
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_size(s: &str) -> Result<u64, ValueError> {
     let t = s.trim();
     if t.is_empty() {
-        return Err("empty size".into());
+        return Err(ValueError::EmptySize);
     }
     if let Some(hex) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-        return u64::from_str_radix(hex, 16).map_err(|e| format!("bad hex size {s:?}: {e}"));
+        return u64::from_str_radix(hex, 16)
+            .map_err(|e| ValueError::BadSize(s.to_string(), e.to_string()));
     }
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, suffix) = t.split_at(split);
     if num.is_empty() {
-        return Err(format!("bad size {s:?}: expected a number, e.g. 512M"));
+        return Err(ValueError::SizeNotANumber(s.to_string()));
     }
-    let n: u64 = num.parse().map_err(|e| format!("bad size {s:?}: {e}"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|e: std::num::ParseIntError| ValueError::BadSize(s.to_string(), e.to_string()))?;
     let shift = match suffix.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 0,
         "k" | "kb" | "kib" => 10,
         "m" | "mb" | "mib" => 20,
         "g" | "gb" | "gib" => 30,
         "t" | "tb" | "tib" => 40,
-        other => {
-            return Err(format!(
-                "bad size {s:?}: unknown suffix {other:?} (use K, M, G or T)"
-            ))
-        }
+        other => return Err(ValueError::UnknownSuffix(s.to_string(), other.to_string())),
     };
     n.checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("size {s:?} does not fit in 64 bits"))
+        .ok_or_else(|| ValueError::SizeTooLarge(s.to_string()))
 }
 
-fn parse_percent(s: &str) -> Result<u32, String> {
-    let v: u32 = s
-        .trim()
-        .trim_end_matches('%')
-        .parse()
-        .map_err(|e| format!("bad percentage {s:?}: {e}"))?;
+fn parse_percent(s: &str) -> Result<u32, ValueError> {
+    let v: u32 = number("percentage", s.trim().trim_end_matches('%'))?;
     if v > 100 {
-        return Err(format!("percentage {v} is above 100"));
+        return Err(ValueError::PercentAbove100(v));
     }
     Ok(v)
 }
 
-fn parse_level(s: &str) -> Result<i32, String> {
-    let v: i32 = s
-        .trim()
-        .parse()
-        .map_err(|e| format!("bad zstd level {s:?}: {e}"))?;
+fn parse_level(s: &str) -> Result<i32, ValueError> {
+    let v: i32 = number("zstd level", s)?;
     let r = zstd::compression_level_range();
     if !r.contains(&v) || v == 0 {
-        return Err(format!(
-            "zstd level {v} is outside {}..={} (0 excluded)",
-            r.start(),
-            r.end()
-        ));
+        return Err(ValueError::Level(v, *r.start(), *r.end()));
     }
     Ok(v)
 }
 
-fn parse_queue_size(s: &str) -> Result<u16, String> {
-    let v: u16 = s
-        .trim()
-        .parse()
-        .map_err(|e| format!("bad queue size {s:?}: {e}"))?;
+fn parse_queue_size(s: &str) -> Result<u16, ValueError> {
+    let v: u16 = number("queue size", s)?;
     if v == 0 || !v.is_power_of_two() {
-        return Err(format!("queue size {v} must be a power of two"));
+        return Err(ValueError::QueueSize(v));
     }
     Ok(v)
+}
+
+/// Most worker threads accepted.
+pub const MAX_THREADS: usize = 256;
+
+fn parse_threads(s: &str) -> Result<usize, ValueError> {
+    let v: usize = number("thread count", s)?;
+    if !(1..=MAX_THREADS).contains(&v) {
+        return Err(ValueError::Threads(v));
+    }
+    Ok(v)
+}
+
+/// Options that contradict each other or the environment.
+#[derive(Debug, thiserror::Error)]
+pub enum OptionsError {
+    #[error("--low-watermark ({low}%) must be below --high-watermark ({high}%)")]
+    Watermarks { low: u32, high: u32 },
+    #[error("--hysteresis ({hyst}%) must be below --low-watermark ({low}%): a pressure level clears only when use falls the hysteresis below the low watermark")]
+    Hysteresis { hyst: u32, low: u32 },
+    #[error("--physical-size ({physical} bytes) must be larger than the metadata of the window ({metadata} bytes: 16 bytes per 4 KiB page of --window-size)")]
+    PhysicalBelowMetadata { physical: u64, metadata: u64 },
+    #[error("--window-base {0:#x} is not 4 KiB aligned")]
+    UnalignedBase(u64),
+    #[error("--window-size {0:#x} must be a nonzero multiple of 4 KiB")]
+    BadWindowSize(u64),
+    #[error("--physical-size must be above 0")]
+    ZeroPhysical,
+    #[error("--raw-threshold {0} must be between 64 and 4096 bytes")]
+    RawThreshold(u64),
+    #[error("--socket {}: directory {} does not exist", socket.display(), dir.display())]
+    NoSocketDir { socket: PathBuf, dir: PathBuf },
+    #[error("--window-file {}: {source}", path.display())]
+    WindowFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The cores this process may run on.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(MAX_THREADS)
 }
 
 /// vhost-user backend emulating a compressed-RAM (CXL) memory expander.
@@ -134,6 +207,9 @@ pub struct Cli {
     /// window file) instead of zeroing them with memset; slower per page.
     #[arg(long)]
     pub punch_holes: bool,
+    /// Worker threads for scanning and compression (default: the available cores).
+    #[arg(long, value_name = "N", value_parser = parse_threads)]
+    pub threads: Option<usize>,
     /// Serve a single frontend connection, then exit.
     #[arg(long)]
     pub once: bool,
@@ -141,43 +217,50 @@ pub struct Cli {
 
 impl Cli {
     /// Cross-option checks; returns the daemon options.
-    pub fn into_options(self) -> Result<DaemonOptions, String> {
+    pub fn into_options(self) -> Result<DaemonOptions, OptionsError> {
         if self.low_watermark >= self.high_watermark {
-            return Err(format!(
-                "--low-watermark ({}%) must be below --high-watermark ({}%)",
-                self.low_watermark, self.high_watermark
-            ));
+            return Err(OptionsError::Watermarks {
+                low: self.low_watermark,
+                high: self.high_watermark,
+            });
+        }
+        if self.hysteresis >= self.low_watermark {
+            return Err(OptionsError::Hysteresis {
+                hyst: self.hysteresis,
+                low: self.low_watermark,
+            });
+        }
+        if let (Some(p), Some(w)) = (self.physical_size, self.window_size) {
+            let meta = w / VCRAM_PAGE_SIZE * crate::model::store::METADATA_BYTES_PER_PAGE as u64;
+            if p <= meta {
+                return Err(OptionsError::PhysicalBelowMetadata {
+                    physical: p,
+                    metadata: meta,
+                });
+            }
         }
         if let Some(b) = self.window_base {
             if b % VCRAM_PAGE_SIZE != 0 {
-                return Err(format!("--window-base {b:#x} is not 4 KiB aligned"));
+                return Err(OptionsError::UnalignedBase(b));
             }
         }
         if let Some(s) = self.window_size {
             if s == 0 || s % VCRAM_PAGE_SIZE != 0 {
-                return Err(format!(
-                    "--window-size {s:#x} must be a nonzero multiple of 4 KiB"
-                ));
+                return Err(OptionsError::BadWindowSize(s));
             }
         }
-        if let Some(p) = self.physical_size {
-            if p == 0 {
-                return Err("--physical-size must be above 0".into());
-            }
+        if self.physical_size == Some(0) {
+            return Err(OptionsError::ZeroPhysical);
         }
         if !(64..=VCRAM_PAGE_SIZE).contains(&self.raw_threshold) {
-            return Err(format!(
-                "--raw-threshold {} must be between 64 and 4096 bytes",
-                self.raw_threshold
-            ));
+            return Err(OptionsError::RawThreshold(self.raw_threshold));
         }
         if let Some(dir) = self.socket.parent() {
             if !dir.as_os_str().is_empty() && !dir.is_dir() {
-                return Err(format!(
-                    "--socket {}: directory {} does not exist",
-                    self.socket.display(),
-                    dir.display()
-                ));
+                return Err(OptionsError::NoSocketDir {
+                    socket: self.socket.clone(),
+                    dir: dir.to_path_buf(),
+                });
             }
         }
         let mut window = WindowSpec {
@@ -188,7 +271,10 @@ impl Cli {
         if let Some(f) = &self.window_file {
             window = window
                 .with_file(f)
-                .map_err(|e| format!("--window-file {}: {e}", f.display()))?;
+                .map_err(|source| OptionsError::WindowFile {
+                    path: f.clone(),
+                    source,
+                })?;
         }
         Ok(DaemonOptions {
             socket: self.socket,
@@ -206,6 +292,7 @@ impl Cli {
                 scan_interval_ms: self.scan_interval_ms,
                 queue_size: self.queue_size,
                 punch_holes: self.punch_holes,
+                threads: self.threads.unwrap_or_else(default_threads),
             },
         })
     }
@@ -224,6 +311,10 @@ mod tests {
     #[test]
     fn sizes() {
         assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(
+            parse_size("12Q"),
+            Err(ValueError::UnknownSuffix("12Q".into(), "q".into()))
+        );
         assert_eq!(parse_size("64K"), Ok(64 << 10));
         assert_eq!(parse_size("512M"), Ok(512 << 20));
         assert_eq!(parse_size("1G"), Ok(1 << 30));
@@ -244,6 +335,7 @@ mod tests {
         Cli::try_parse_from(v)
             .map_err(|e| e.to_string())?
             .into_options()
+            .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -271,6 +363,9 @@ mod tests {
         assert_eq!(o.device.level, 3);
         assert_eq!(o.device.high_watermark, 85);
         assert_eq!(o.device.node, 1);
+        assert_eq!(o.device.threads, default_threads());
+        let o = parse(&["--socket", "s", "--window-base", "0", "--threads", "3"]).unwrap();
+        assert_eq!(o.device.threads, 3);
         let o = parse(&["--socket", "s", "--window-base", "0", "--level", "-3"]).unwrap();
         assert_eq!(o.device.level, -3);
     }
@@ -319,6 +414,8 @@ mod tests {
                 "8K",
             ],
             &["--socket", "s", "--window-base", "0", "--queue-size", "100"],
+            &["--socket", "s", "--window-base", "0", "--threads", "0"],
+            &["--socket", "s", "--window-base", "0", "--threads", "100000"],
             &[
                 "--socket",
                 "s",
@@ -334,6 +431,45 @@ mod tests {
             let e = parse(c).unwrap_err();
             assert!(!e.is_empty(), "{c:?}");
         }
+        let e = parse(&[
+            "--socket",
+            "s",
+            "--window-base",
+            "0",
+            "--low-watermark",
+            "5",
+            "--hysteresis",
+            "50",
+        ])
+        .unwrap_err();
+        assert!(
+            e.contains("--hysteresis") && e.contains("--low-watermark"),
+            "{e}"
+        );
+        let e = parse(&[
+            "--socket",
+            "s",
+            "--window-base",
+            "0",
+            "--window-size",
+            "1G",
+            "--physical-size",
+            "4M",
+        ])
+        .unwrap_err();
+        assert!(e.contains("metadata"), "{e}");
+        // just above the metadata is accepted
+        assert!(parse(&[
+            "--socket",
+            "s",
+            "--window-base",
+            "0",
+            "--window-size",
+            "1G",
+            "--physical-size",
+            "5M",
+        ])
+        .is_ok());
         let e = parse(&["--socket", "s", "--window-file", "/nonexistent/window"]).unwrap_err();
         assert!(e.contains("/nonexistent/window"), "{e}");
     }

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! One device instance (one frontend connection): window state, page store, events and
 //! counters, shared by the vhost-user thread, the vring thread, the scanner and the control
 //! socket.
@@ -6,7 +7,7 @@
 //! only takes leaf locks that are never held for long, so it answers promptly even while a
 //! large request holds the store.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 use log::{error, info, warn};
@@ -14,10 +15,12 @@ use vm_memory::{ByteValued, Bytes, GuestAddress, GuestAddressSpace};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::events::EventQueue;
-use crate::model::{Counters, Scanned, Store, StoreConfig, Stored};
+use crate::model::compress::Encoder;
+use crate::model::store::{Prepared, ScanWork, Seen};
+use crate::model::{Counters, PageState, Store, StoreConfig, Stored};
 use crate::protocol::*;
 use crate::ratelimit::RateLimiter;
-use crate::request::{self, Desc, GuestBytes, Kind, Refusal, Reject, WindowGeom};
+use crate::request::{self, Chain, GuestBytes, Kind, Refusal, Reject, WindowGeom};
 use crate::rl_warn;
 use crate::stats::{self, DeviceCounters, Snapshot};
 use crate::window::{self, GuestMem, Located, WindowMap, WindowSpec, GM};
@@ -39,6 +42,8 @@ pub struct DeviceOptions {
     pub queue_size: u16,
     /// Release host memory of large discarded runs (MADV_REMOVE) instead of memset.
     pub punch_holes: bool,
+    /// Worker threads for scanning and compression.
+    pub threads: usize,
 }
 
 impl Default for DeviceOptions {
@@ -55,6 +60,7 @@ impl Default for DeviceOptions {
             scan_interval_ms: 1000,
             queue_size: 1024,
             punch_holes: false,
+            threads: 1,
         }
     }
 }
@@ -90,6 +96,8 @@ pub struct Device {
     store: Mutex<Option<Store>>,
     published: Mutex<Counters>,
     pub events: Mutex<EventQueue>,
+    /// zstd contexts of idle workers.
+    encoders: Mutex<Vec<Encoder>>,
     pub dc: DeviceCounters,
     pub warn: RateLimiter,
     /// Written when events are queued outside the vring thread.
@@ -137,6 +145,7 @@ impl Device {
             store: Mutex::new(None),
             published: Mutex::new(Counters::default()),
             events: Mutex::new(EventQueue::new()),
+            encoders: Mutex::new(Vec::new()),
             dc: DeviceCounters::default(),
             warn: RateLimiter::new(10),
             notify: EventFd::new(EFD_NONBLOCK)?,
@@ -232,6 +241,12 @@ impl Device {
 
     fn new_store(&self, base: u64, size: u64) -> std::io::Result<Store> {
         let physical = self.opts.physical_size.unwrap_or(size / 2);
+        let metadata = size / VCRAM_PAGE_SIZE * crate::model::store::METADATA_BYTES_PER_PAGE as u64;
+        if physical <= metadata {
+            return Err(std::io::Error::other(format!(
+                "the physical capacity ({physical} bytes) is not larger than the metadata of a {size:#x}-byte window ({metadata} bytes)"
+            )));
+        }
         Store::new(StoreConfig {
             base,
             pages: size / VCRAM_PAGE_SIZE,
@@ -261,13 +276,14 @@ impl Device {
     }
 
     /// Handle one requestq chain. Returns the number of bytes written to the chain.
-    pub fn handle_request(&self, descs: &[Desc], mem: &dyn GuestBytes) -> u32 {
+    pub fn handle_request(&self, chain: &Chain, mem: &dyn GuestBytes) -> u32 {
+        let descs = &chain.descs[..];
         let map = self.map();
         let geom = map.as_ref().map(|m| WindowGeom {
             base: m.base,
             pages: m.pages(),
         });
-        let resp = match request::parse(descs, mem, geom) {
+        let resp = match request::parse_chain(chain, mem, geom) {
             Err(r) => {
                 self.refuse(r);
                 if r.reason == Reject::NoResponseBuffer {
@@ -316,9 +332,6 @@ impl Device {
 
     /// Run a validated request against the window.
     pub fn execute(&self, req: &request::Request, map: &WindowMap) -> VcramResp {
-        /// COMMIT releases the store lock this often (pages), so scans and other readers of
-        /// the store are not held up behind a large request.
-        const COMMIT_LOCK_PAGES: u32 = 128;
         let mut guard = lock(&self.store);
         match guard.as_ref() {
             Some(st) if st.pages() == map.pages() => {}
@@ -331,53 +344,43 @@ impl Device {
             Kind::Discard => {
                 stats::inc(&self.dc.discard_requests, 1);
                 if let Some(store) = guard.as_mut() {
-                    for &(first, n) in &req.ranges {
-                        if !map.zero(first, n, self.opts.punch_holes)
-                            || !store.discard_range(first, n)
-                        {
-                            status = VCRAM_S_DEVICE_ERROR;
-                            break;
+                    if map.zero_ranges(&req.ranges, self.opts.punch_holes) {
+                        for &(first, n) in &req.ranges {
+                            if !store.discard_range(first, n) {
+                                status = VCRAM_S_DEVICE_ERROR;
+                                break;
+                            }
+                            done += n;
                         }
-                        done += n;
+                    } else {
+                        status = VCRAM_S_DEVICE_ERROR;
+                    }
+                }
+            }
+            Kind::Reset => {
+                stats::inc(&self.dc.reset_requests, 1);
+                if let Some(store) = guard.as_mut() {
+                    // Released from the backing at once where it can be punched (the host
+                    // memory goes too), else zeroed.
+                    if map.zero(0, map.pages(), true) {
+                        store.reset();
+                        done = map.pages();
+                    } else {
+                        status = VCRAM_S_DEVICE_ERROR;
                     }
                 }
             }
             Kind::Commit => {
                 stats::inc(&self.dc.commit_requests, 1);
-                let mut scratch = vec![0u8; VCRAM_PAGE_SIZE as usize];
-                let mut since_unlock = 0u32;
-                'outer: for &(first, n) in &req.ranges {
-                    for idx in first..first.saturating_add(n) {
-                        if since_unlock == COMMIT_LOCK_PAGES {
-                            since_unlock = 0;
-                            if let Some(st) = guard.as_mut() {
-                                self.after_op(st);
-                            }
-                            drop(guard);
-                            guard = lock(&self.store);
-                        }
-                        let Some(store) = guard.as_mut() else {
-                            status = VCRAM_S_DEVICE_ERROR;
-                            break 'outer;
-                        };
-                        let Some(live) = map.page(idx) else {
-                            status = VCRAM_S_DEVICE_ERROR;
-                            break 'outer;
-                        };
-                        scratch.copy_from_slice(live);
-                        match store.store_page(idx, &scratch) {
-                            Some(Stored::Overflow) => overflowed += 1,
-                            Some(_) => {}
-                            None => {
-                                status = VCRAM_S_DEVICE_ERROR;
-                                break 'outer;
-                            }
-                        }
-                        store.counters_mut().commit_pages += 1;
-                        done += 1;
-                        since_unlock += 1;
-                    }
+                // Compression runs outside the store lock, on the worker pool.
+                drop(guard);
+                let (ok, d, o) = self.commit_ranges(&req.ranges, map);
+                if !ok {
+                    status = VCRAM_S_DEVICE_ERROR;
                 }
+                done = d;
+                overflowed = o;
+                guard = lock(&self.store);
             }
         }
         if status != VCRAM_S_OK {
@@ -390,54 +393,264 @@ impl Device {
         VcramResp::new(status, VCRAM_NO_RANGE, done, overflowed)
     }
 
+    /// An encoder for a worker (reused across operations).
+    fn take_encoder(&self) -> Option<Encoder> {
+        if let Some(e) = lock(&self.encoders).pop() {
+            return Some(e);
+        }
+        match Encoder::new(self.opts.level, self.opts.raw_threshold) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                rl_warn!(self.warn, "cannot create a zstd context: {e}");
+                None
+            }
+        }
+    }
+
+    fn give_encoder(&self, e: Encoder) {
+        let mut pool = lock(&self.encoders);
+        if pool.len() < self.threads() {
+            pool.push(e);
+        }
+    }
+
+    /// Worker threads for scanning and compression (`--threads`, at least 1).
+    pub fn threads(&self) -> usize {
+        self.opts.threads.max(1)
+    }
+
+    /// Run `work` on up to `n` threads (the caller's included); each returns when it finds no
+    /// more work.
+    fn on_workers(&self, n: usize, work: impl Fn() + Sync) {
+        let n = n.clamp(1, self.threads());
+        if n == 1 {
+            work();
+            return;
+        }
+        std::thread::scope(|s| {
+            for _ in 1..n {
+                if let Err(e) = std::thread::Builder::new()
+                    .name("vcram-worker".into())
+                    .spawn_scoped(s, &work)
+                {
+                    rl_warn!(self.warn, "cannot start a worker thread: {e}");
+                    break;
+                }
+            }
+            work();
+        });
+    }
+
+    /// COMMIT the pages of `ranges`: copied and encoded by the workers outside the store lock
+    /// (a page whose content the store already holds is not encoded again), held under the
+    /// lock a chunk at a time. Returns (no internal failure, pages done, pages overflowed).
+    fn commit_ranges(&self, ranges: &[(u64, u64)], map: &WindowMap) -> (bool, u64, u64) {
+        const CHUNK: u64 = 128;
+        let mut chunks = Vec::new();
+        for &(first, n) in ranges {
+            let mut p = first;
+            let end = first.saturating_add(n);
+            while p < end {
+                let m = CHUNK.min(end - p);
+                chunks.push((p, m));
+                p += m;
+            }
+        }
+        let next = AtomicUsize::new(0);
+        let failed = AtomicBool::new(false);
+        let done = AtomicU64::new(0);
+        let overflowed = AtomicU64::new(0);
+        let work = || {
+            let Some(mut enc) = self.take_encoder() else {
+                failed.store(true, Ordering::Relaxed);
+                return;
+            };
+            let mut page = Box::new([0u8; VCRAM_PAGE_SIZE as usize]);
+            while !failed.load(Ordering::Relaxed) {
+                let Some(&(first, n)) = chunks.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                    break;
+                };
+                let seen: Option<Vec<Seen>> = match lock(&self.store).as_ref() {
+                    Some(st) => (first..first + n).map(|i| st.snapshot(i)).collect(),
+                    None => None,
+                };
+                let Some(seen) = seen else {
+                    failed.store(true, Ordering::Relaxed);
+                    break;
+                };
+                let mut prepared = Vec::with_capacity(n as usize);
+                for (k, s) in seen.iter().enumerate() {
+                    if !map.copy_page(first + k as u64, &mut page) {
+                        failed.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                    let held = matches!(
+                        s.entry.state(),
+                        PageState::Same | PageState::Compressed | PageState::Raw
+                    );
+                    prepared.push(if held && s.entry.matches(&page[..]) {
+                        None
+                    } else {
+                        Some(Prepared::new(&mut enc, &page[..]))
+                    });
+                }
+                if prepared.len() != seen.len() {
+                    break;
+                }
+                let mut guard = lock(&self.store);
+                let Some(store) = guard.as_mut() else {
+                    failed.store(true, Ordering::Relaxed);
+                    break;
+                };
+                let mut over = 0;
+                for (k, p) in prepared.iter().enumerate() {
+                    if let Some(p) = p {
+                        match store.put_prepared(first + k as u64, p) {
+                            Some(Stored::Overflow) => over += 1,
+                            Some(_) => {}
+                            None => failed.store(true, Ordering::Relaxed),
+                        }
+                    }
+                }
+                store.counters_mut().commit_pages += n;
+                self.after_op(store);
+                drop(guard);
+                done.fetch_add(n, Ordering::Relaxed);
+                overflowed.fetch_add(over, Ordering::Relaxed);
+            }
+            self.give_encoder(enc);
+        };
+        let total: u64 = ranges.iter().map(|r| r.1).sum();
+        self.on_workers(total.div_ceil(4 * CHUNK) as usize, work);
+        (
+            !failed.load(Ordering::Relaxed),
+            done.load(Ordering::Relaxed),
+            overflowed.load(Ordering::Relaxed),
+        )
+    }
+
     /// One scan pass over the window. Returns false when there was nothing to scan.
+    ///
+    /// Only pages with data in the backing file are read (SEEK_DATA/SEEK_HOLE): a hole reads
+    /// as zero, so in a hole only pages the store holds something non-zero for are looked at
+    /// (through the occupancy summary, without reading guest memory). The cost of a pass
+    /// follows the pages the guest touched, not the window size, and holes stay holes.
+    ///
+    /// The window is cut into chunks of `CHUNK` pages, taken by up to `--threads` workers.
+    /// For a chunk, a worker notes the entries under the store lock, then copies, compares
+    /// and encodes the pages without it, then installs the results under the lock (dropping
+    /// those whose block changed meanwhile: the next pass sees them again).
     pub fn scan_pass(&self) -> bool {
         const CHUNK: u64 = 1024;
+        const ZERO: [u8; VCRAM_PAGE_SIZE as usize] = [0; VCRAM_PAGE_SIZE as usize];
         let Some(map) = self.map() else {
             return false;
         };
         let pages = map.pages();
-        let mut scratch = vec![0u8; VCRAM_PAGE_SIZE as usize];
+        let runs = map.data_runs(0, pages);
+        let nchunks = pages.div_ceil(CHUNK);
+        let next = AtomicU64::new(0);
+        let events = AtomicBool::new(false);
+        let gone = AtomicBool::new(false);
         let t0 = std::time::Instant::now();
-        let mut events = false;
-        let mut idx = 0u64;
-        while idx < pages {
-            let end = (idx + CHUNK).min(pages);
-            let mut guard = lock(&self.store);
-            let Some(store) = guard.as_mut() else {
-                return false;
+        let work = || {
+            let Some(mut enc) = self.take_encoder() else {
+                return;
             };
-            if store.pages() != pages {
-                return false;
-            }
-            // Hold the store lock for at most CHUNK pages, or 64 recompressions, whichever
-            // comes first, so requests are not held up behind a pass.
-            let mut i = idx;
-            let mut recompressed = 0;
-            while i < end && recompressed < 64 {
-                if let Some(live) = map.page(i) {
-                    if !matches!(
-                        store.scan_page(i, live, &mut scratch),
-                        Some(Scanned::Unchanged)
-                    ) {
-                        recompressed += 1;
-                    }
+            let mut page = Box::new([0u8; VCRAM_PAGE_SIZE as usize]);
+            loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                if k >= nchunks || self.stopping() || gone.load(Ordering::Relaxed) {
+                    break;
                 }
-                i += 1;
+                let (a, b) = (k * CHUNK, ((k + 1) * CHUNK).min(pages));
+                // (page, entry seen, data in the backing, room for an overflow retry)
+                let mut items: Vec<(u64, Seen, bool, bool)> = Vec::new();
+                {
+                    let guard = lock(&self.store);
+                    let Some(store) = guard.as_ref().filter(|s| s.pages() == pages) else {
+                        gone.store(true, Ordering::Relaxed);
+                        break;
+                    };
+                    let mut add = |store: &Store, p: u64, data: bool| {
+                        if let Some(seen) = store.snapshot(p) {
+                            let room = store.has_room_for(&seen.entry);
+                            items.push((p, seen, data, room));
+                        }
+                    };
+                    let mut hole_from = a;
+                    let holes =
+                        |store: &Store,
+                         from: u64,
+                         to: u64,
+                         add: &mut dyn FnMut(&Store, u64, bool)| {
+                            let mut f = from;
+                            while let Some(j) = store.next_occupied(f, to) {
+                                if !store.is_zero(j) {
+                                    add(store, j, false);
+                                }
+                                f = j + 1;
+                            }
+                        };
+                    let first_run = runs.partition_point(|r| r.0 + r.1 <= a);
+                    for &(start, len) in runs.get(first_run..).unwrap_or(&[]) {
+                        if start >= b {
+                            break;
+                        }
+                        let (s0, s1) = (start.max(a), (start + len).min(b));
+                        holes(store, hole_from, s0, &mut add);
+                        for p in s0..s1 {
+                            add(store, p, true);
+                        }
+                        hole_from = s1;
+                    }
+                    holes(store, hole_from, b, &mut add);
+                }
+                if items.is_empty() {
+                    continue;
+                }
+                let work: Vec<ScanWork> = items
+                    .iter()
+                    .map(|&(p, seen, data, room)| {
+                        let bytes: &[u8] = if !data {
+                            &ZERO
+                        } else if map.copy_page(p, &mut page) {
+                            &page[..]
+                        } else {
+                            return ScanWork::Unchanged;
+                        };
+                        ScanWork::new(&mut enc, &seen, bytes, || room)
+                    })
+                    .collect();
+                let mut guard = lock(&self.store);
+                let Some(store) = guard.as_mut() else {
+                    gone.store(true, Ordering::Relaxed);
+                    break;
+                };
+                let batch: Vec<(u64, Seen, &ScanWork)> = items
+                    .iter()
+                    .zip(&work)
+                    .map(|(&(p, seen, _, _), w)| (p, seen, w))
+                    .collect();
+                store.install_scans(&batch);
+                if self.after_op(store) {
+                    events.store(true, Ordering::Relaxed);
+                }
             }
-            events |= self.after_op(store);
-            drop(guard);
-            idx = i;
-            if self.stopping() {
-                break;
-            }
+            self.give_encoder(enc);
+        };
+        let busy = if runs.is_empty() { 1 } else { nchunks as usize };
+        self.on_workers(busy, work);
+        if gone.load(Ordering::Relaxed) {
+            return false;
         }
         let ns = t0.elapsed().as_nanos() as u64;
+        let mut ev = events.load(Ordering::Relaxed);
         if let Some(store) = lock(&self.store).as_mut() {
             store.note_scan(ns);
-            events |= self.after_op(store);
+            ev |= self.after_op(store);
         }
-        if events {
+        if ev {
             let _ = self.notify.write(1);
         }
         true
@@ -449,6 +662,16 @@ impl Device {
         self.connected.store(false, Ordering::Relaxed);
         self.ended.store(true, Ordering::Relaxed);
         *lock(&self.mem) = None;
+        // The page store (page table and images) goes with the session; the published
+        // counters and the event statistics stay for the control socket.
+        if let Some(st) = lock(&self.store).take() {
+            *lock(&self.published) = st.counters();
+        }
+    }
+
+    /// Whether a page store is held (a window was found and the session has not ended).
+    pub fn has_store(&self) -> bool {
+        lock(&self.store).is_some()
     }
 
     pub fn request_stop(&self) {
@@ -557,5 +780,371 @@ impl Device {
         s.events_merged = q.merged;
         s.events_pending = q.len() as u64;
         s
+    }
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+    use vm_memory::mmap::MmapRegion;
+    use vm_memory::{FileOffset, GuestMemoryAtomic, GuestMemoryMmap, GuestRegionMmap};
+
+    pub const BASE: u64 = 1 << 32;
+
+    /// Guest memory: 1 MiB of RAM at 0 and a window of `size` bytes at `BASE`, each a tempfile.
+    /// A memfd, like QEMU's memory-backend-memfd.
+    pub fn memfd() -> std::fs::File {
+        use std::os::fd::FromRawFd;
+        // SAFETY: a fresh descriptor from memfd_create, owned by the File from here on.
+        unsafe {
+            let fd = libc::memfd_create(c"vcram-test".as_ptr(), libc::MFD_CLOEXEC);
+            assert!(fd >= 0);
+            std::fs::File::from_raw_fd(fd)
+        }
+    }
+
+    pub fn guest(size: usize) -> GM {
+        guest_with(size).0
+    }
+
+    /// Also returns the window's memfd.
+    pub fn guest_with(size: usize) -> (GM, std::fs::File) {
+        let win = memfd();
+        let region = |f: std::fs::File, base: u64, size: usize| {
+            f.set_len(size as u64).unwrap();
+            let m = MmapRegion::from_file(FileOffset::new(f, 0), size).unwrap();
+            GuestRegionMmap::new(m, GuestAddress(base)).unwrap()
+        };
+        let gm = GuestMemoryAtomic::new(
+            GuestMemoryMmap::from_regions(vec![
+                region(memfd(), 0, 1 << 20),
+                region(win.try_clone().unwrap(), BASE, size),
+            ])
+            .unwrap(),
+        );
+        (gm, win)
+    }
+
+    /// 512-byte blocks the file uses.
+    pub fn blocks(f: &std::fs::File) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        f.metadata().unwrap().blocks()
+    }
+
+    #[test]
+    fn scans_and_discards_never_touch_holes() {
+        // 64 MiB window, 10 pages written
+        let size = 64 << 20;
+        let d = Device::new(DeviceOptions {
+            window: WindowSpec {
+                base: Some(BASE),
+                ..Default::default()
+            },
+            scan_interval_ms: 0,
+            ..Default::default()
+        })
+        .unwrap();
+        let (gm, win) = guest_with(size);
+        d.update_memory(gm.clone());
+        let written = [0u64, 1, 2, 500, 9000, 9001, 9002, 9003, 16000, 16383];
+        for &i in &written {
+            write_window(&gm, i, &text_page(i));
+        }
+        let used = blocks(&win);
+        assert_eq!(used, written.len() as u64 * 8);
+        assert!(d.scan_pass());
+        let s = d.snapshot();
+        assert_eq!(s.stored_pages, written.len() as u64);
+        assert_eq!(
+            s.scan_pages,
+            written.len() as u64,
+            "only pages with data are read"
+        );
+        assert_eq!(blocks(&win), used, "a scan allocated host memory for holes");
+        // a DISCARD over a large hole-y range: the zero check skips the holes
+        let r = run_request(&d, &gm, VCRAM_REQ_DISCARD, &[(BASE + 600 * 4096, 8000)]);
+        assert_eq!(u32::from(r.status), VCRAM_S_OK);
+        assert_eq!(
+            blocks(&win),
+            used,
+            "a DISCARD allocated host memory for holes"
+        );
+        // a page punched out behind the device's back reads zero: the scan notices without
+        // reading it
+        // SAFETY: fallocate on our own memfd.
+        let rc = unsafe {
+            libc::fallocate(
+                win.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                500 * 4096,
+                4096,
+            )
+        };
+        assert_eq!(rc, 0);
+        assert!(d.scan_pass());
+        let s = d.snapshot();
+        assert_eq!(s.stored_pages, written.len() as u64);
+        assert_eq!(s.zero_pages, 1, "the punched page is now held as zero");
+        assert_eq!(s.scan_pages, 2 * written.len() as u64);
+        assert_eq!(blocks(&win), used - 8);
+    }
+
+    pub fn device(opts: DeviceOptions, size: usize) -> (Device, GM) {
+        let d = Device::new(DeviceOptions {
+            window: WindowSpec {
+                base: Some(BASE),
+                ..Default::default()
+            },
+            scan_interval_ms: 0,
+            ..opts
+        })
+        .unwrap();
+        let gm = guest(size);
+        d.update_memory(gm.clone());
+        (d, gm)
+    }
+
+    pub fn write_window(gm: &GM, page: u64, data: &[u8]) {
+        gm.memory()
+            .write_slice(data, GuestAddress(BASE + page * VCRAM_PAGE_SIZE))
+            .unwrap();
+    }
+
+    pub fn text_page(seed: u64) -> Vec<u8> {
+        let mut v = Vec::with_capacity(4096);
+        let mut i = seed;
+        while v.len() < 4096 {
+            v.extend_from_slice(format!("line {i} of some compressible text; ").as_bytes());
+            i += 1;
+        }
+        v.truncate(4096);
+        v
+    }
+
+    #[test]
+    fn disconnect_drops_the_page_store_and_keeps_the_statistics() {
+        let (d, gm) = device(DeviceOptions::default(), 4 << 20);
+        for i in 0..32 {
+            write_window(&gm, i, &text_page(i));
+        }
+        assert!(d.scan_pass());
+        assert_eq!(d.snapshot().stored_pages, 32);
+        assert!(d.has_store());
+        d.disconnect();
+        assert!(!d.has_store(), "the store outlived its session");
+        let s = d.snapshot();
+        assert_eq!(
+            s.stored_pages, 32,
+            "statistics of the session stay readable"
+        );
+        assert!(!s.connected);
+        // nothing to scan or serve any more
+        assert!(!d.scan_pass());
+    }
+
+    /// Run a request through `handle_request` with a chain in the first MiB of guest memory.
+    pub fn run_request(d: &Device, gm: &GM, req_type: u32, ranges: &[(u64, u32)]) -> VcramResp {
+        let m = gm.memory();
+        let mut req = VcramReqHeader {
+            req_type: req_type.into(),
+            nr_ranges: (ranges.len() as u32).into(),
+            tag: 0.into(),
+        }
+        .as_slice()
+        .to_vec();
+        for &(a, n) in ranges {
+            req.extend_from_slice(
+                VcramRange {
+                    addr: a.into(),
+                    npages: n.into(),
+                    reserved: 0.into(),
+                }
+                .as_slice(),
+            );
+        }
+        m.write_slice(&req, GuestAddress(0x1000)).unwrap();
+        let chain = Chain {
+            descs: vec![
+                request::Desc {
+                    addr: 0x1000,
+                    len: req.len() as u32,
+                    writable: false,
+                },
+                request::Desc {
+                    addr: 0x80000,
+                    len: 24,
+                    writable: true,
+                },
+            ],
+            complete: true,
+        };
+        assert_eq!(d.handle_request(&chain, &*m), 24);
+        m.read_obj(GuestAddress(0x80000)).unwrap()
+    }
+
+    #[test]
+    fn reset_discards_the_whole_window() {
+        // 4 MiB window, 64 KiB metadata, 256 KiB physical: 128 raw pages reach HIGH
+        let (d, gm) = device(
+            DeviceOptions {
+                physical_size: Some(256 << 10),
+                ..Default::default()
+            },
+            4 << 20,
+        );
+        let pages = (4 << 20) / VCRAM_PAGE_SIZE;
+        for i in 0..48 {
+            let mut p = text_page(i);
+            // incompressible
+            for (k, b) in p.iter_mut().enumerate() {
+                *b = (k as u64 * 2654435761 + i * 97).to_le_bytes()[2] ^ (k as u8);
+            }
+            write_window(&gm, i * 7, &p);
+        }
+        write_window(&gm, pages - 1, &text_page(3));
+        let r = run_request(&d, &gm, VCRAM_REQ_COMMIT, &[(BASE, (pages - 1) as u32)]);
+        assert_eq!(u32::from(r.status), VCRAM_S_OK);
+        assert!(d.scan_pass());
+        let before = d.snapshot();
+        assert!(before.stored_pages >= 49, "{}", before.stored_pages);
+        assert!(before.pressure_level > 0, "test needs pressure");
+        let r = run_request(&d, &gm, VCRAM_REQ_RESET, &[]);
+        assert_eq!(u32::from(r.status), VCRAM_S_OK);
+        assert_eq!(u64::from(r.pages_done), pages);
+        let s = d.snapshot();
+        assert_eq!(s.stored_pages, 0);
+        assert_eq!(s.overflow_pages, 0);
+        assert_eq!(s.physical_used, s.metadata_bytes);
+        assert_eq!(s.pressure_level, VCRAM_LEVEL_NORMAL);
+        assert_eq!(s.reset_requests, 1);
+        // the window reads as zero, and a scan finds nothing to store
+        let m = gm.memory();
+        let mut buf = vec![1u8; 4 << 20];
+        m.read_slice(&mut buf, GuestAddress(BASE)).unwrap();
+        assert!(buf.iter().all(|b| *b == 0));
+        assert!(d.scan_pass());
+        assert_eq!(d.snapshot().stored_pages, 0);
+        // the level change was queued for the driver, newest last
+        let q = d.events.lock().unwrap();
+        assert!(q.len() >= 2);
+        drop(q);
+        let mut last = None;
+        while let Some(e) = {
+            let q = d.events.lock().unwrap();
+            q.peek()
+        } {
+            last = Some(e);
+            d.events.lock().unwrap().pop_delivered();
+        }
+        let last = last.unwrap();
+        assert_eq!(u32::from(last.event_type), VCRAM_EVT_PRESSURE);
+        assert_eq!(u32::from(last.level), VCRAM_LEVEL_NORMAL);
+    }
+
+    fn commit_and_scan(threads: usize) -> (Snapshot, Vec<Option<Vec<u8>>>) {
+        let (d, gm) = device(
+            DeviceOptions {
+                threads,
+                ..Default::default()
+            },
+            16 << 20,
+        );
+        let pages = 4096u64;
+        for i in 0..pages {
+            let p = match i % 4 {
+                0 => text_page(i),
+                1 => vec![(i % 7) as u8; 4096],
+                2 => (0..4096u64)
+                    .map(|k| (k.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (i % 50 + 5)) as u8)
+                    .collect(),
+                _ => continue,
+            };
+            write_window(&gm, i, &p);
+        }
+        // half by COMMIT (1 range per 1024 pages), the rest found by the scanner
+        let r = run_request(
+            &d,
+            &gm,
+            VCRAM_REQ_COMMIT,
+            &[(BASE, 1024), (BASE + 2048 * 4096, 1024)],
+        );
+        assert_eq!(u32::from(r.status), VCRAM_S_OK);
+        assert_eq!(u64::from(r.pages_done), 2048);
+        assert!(d.scan_pass());
+        let store = d.store.lock().unwrap();
+        let st = store.as_ref().unwrap();
+        st.verify().unwrap();
+        let images = (0..pages).map(|i| st.image(i)).collect();
+        drop(store);
+        (d.snapshot(), images)
+    }
+
+    #[test]
+    fn workers_store_the_same_as_one_thread_and_encode_each_page_once() {
+        let (one, img1) = commit_and_scan(1);
+        let (four, img4) = commit_and_scan(4);
+        assert_eq!(img1, img4);
+        for s in [&one, &four] {
+            // committed: 2048 pages (written or not: an unwritten page is a zero page); found
+            // by the scanner: the written non-zero pages of the other 2048 (3 in 4, less the
+            // 74 that are all zero)
+            assert_eq!(s.stored_pages, 2048 + 1536 - 74);
+            assert_eq!(s.commit_pages, 2048);
+            // every page held was encoded and stored once
+            assert_eq!(s.store_ops, s.stored_pages);
+        }
+        assert_eq!(one.compressed_bytes, four.compressed_bytes);
+        assert_eq!(one.scan_changed_pages, four.scan_changed_pages);
+        // COMMIT of unchanged pages, and a second scan: nothing is encoded again
+        let (d, gm) = device(
+            DeviceOptions {
+                threads: 2,
+                ..Default::default()
+            },
+            4 << 20,
+        );
+        for i in 0..512 {
+            write_window(&gm, i, &text_page(i));
+        }
+        let r = run_request(&d, &gm, VCRAM_REQ_COMMIT, &[(BASE, 512)]);
+        assert_eq!(u32::from(r.status), VCRAM_S_OK);
+        assert!(d.scan_pass());
+        let r = run_request(&d, &gm, VCRAM_REQ_COMMIT, &[(BASE, 512)]);
+        assert_eq!(u32::from(r.status), VCRAM_S_OK);
+        let s = d.snapshot();
+        assert_eq!(s.store_ops, 512);
+        assert_eq!(s.commit_pages, 1024);
+        assert_eq!(s.scan_changed_pages, 0);
+    }
+
+    #[test]
+    fn physical_capacity_below_the_metadata_is_refused() {
+        // 64 MiB window: 256 KiB of metadata
+        let (d, _gm) = device(
+            DeviceOptions {
+                physical_size: Some(256 << 10),
+                ..Default::default()
+            },
+            64 << 20,
+        );
+        match d.window_state() {
+            WindowState::Bad(m) => assert!(m.contains("metadata"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let (d, _gm) = device(
+            DeviceOptions {
+                physical_size: Some((256 << 10) + 4096),
+                ..Default::default()
+            },
+            64 << 20,
+        );
+        assert_eq!(
+            d.window_state(),
+            WindowState::Ok {
+                base: BASE,
+                size: 64 << 20
+            }
+        );
     }
 }

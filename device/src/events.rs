@@ -1,9 +1,11 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! Events waiting for an eventq buffer: numbered, bounded, with a count of those lost.
 //!
 //! While records wait, an OVERFLOW that continues the run of the newest waiting OVERFLOW is
 //! merged into it (no new record, no new number). When the backlog is full, a PRESSURE event
-//! takes the place of the newest waiting OVERFLOW, which is then counted as lost: a level change
-//! is never the record that is dropped (the driver pauses and resumes on it). The driver
+//! takes the place of the newest waiting OVERFLOW, or if there is none of the newest waiting
+//! PRESSURE (an older level), which is then counted as lost: the newest level change is never
+//! the record that is dropped (the driver pauses and resumes on it). The driver
 //! learns of every loss from `lost` in the next record it gets and from the gap in `seq`.
 
 use std::collections::VecDeque;
@@ -72,10 +74,17 @@ impl EventQueue {
             }
         }
         if self.pending.len() >= EVENT_BACKLOG {
+            // A level change must reach the driver: it takes the place of the newest waiting
+            // OVERFLOW, or else of the newest waiting PRESSURE (an older level, superseded).
             let victim = if u32::from(rec.event_type) == VCRAM_EVT_PRESSURE {
                 self.pending
                     .iter()
                     .rposition(|r| u32::from(r.event_type) == VCRAM_EVT_OVERFLOW)
+                    .or_else(|| {
+                        self.pending
+                            .iter()
+                            .rposition(|r| u32::from(r.event_type) == VCRAM_EVT_PRESSURE)
+                    })
             } else {
                 None
             };
@@ -183,6 +192,58 @@ mod tests {
             2,
             "lost since the last delivery"
         );
+    }
+
+    #[test]
+    fn pressure_is_never_dropped_for_older_pressure_records() {
+        // The backlog fills with level changes only (no OVERFLOW to give way): the newest level
+        // must still be waiting, so the driver ends at the device's current level.
+        let mut q = EventQueue::new();
+        for i in 0..(EVENT_BACKLOG + 5) {
+            let level = (i % 3) as u32;
+            q.push(
+                ModelEvent::Pressure {
+                    level,
+                    used: i as u64,
+                },
+                0,
+            );
+        }
+        assert_eq!(q.len(), EVENT_BACKLOG);
+        assert_eq!(q.lost, 5);
+        let mut last = None;
+        let mut prev_seq = 0;
+        while let Some(e) = q.peek() {
+            assert!(u64::from(e.seq) > prev_seq, "delivered in seq order");
+            prev_seq = u64::from(e.seq);
+            last = Some(e);
+            q.pop_delivered();
+        }
+        let last = last.unwrap();
+        let newest = ((EVENT_BACKLOG + 4) % 3) as u32;
+        assert_eq!(
+            u32::from(last.level),
+            newest,
+            "the newest level is delivered last"
+        );
+        assert_eq!(u64::from(last.seq), q.last_seq());
+        assert_eq!(u64::from(last.physical_used), (EVENT_BACKLOG + 4) as u64);
+        // An OVERFLOW arriving at a full backlog of PRESSURE records is the one lost.
+        for i in 0..EVENT_BACKLOG {
+            q.push(
+                ModelEvent::Pressure {
+                    level: (i % 2) as u32,
+                    used: 0,
+                },
+                0,
+            );
+        }
+        q.push(overflow(0x1000, 1), 1);
+        assert_eq!(q.len(), EVENT_BACKLOG);
+        assert!(q
+            .pending
+            .iter()
+            .all(|r| u32::from(r.event_type) == VCRAM_EVT_PRESSURE));
     }
 
     fn overflow(addr: u64, npages: u32) -> ModelEvent {

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! vcram-device: a vhost-user backend emulating a compressed-RAM (CXL) memory expander.
 //!
 //! - [`protocol`]: the wire format shared with the guest driver (see `PROTOCOL.md`).
@@ -13,6 +14,8 @@ pub mod daemon;
 pub mod device;
 pub mod events;
 pub mod model;
+#[cfg(test)]
+mod proptests;
 pub mod protocol;
 pub mod ratelimit;
 pub mod request;

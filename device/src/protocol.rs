@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! Wire format shared with the guest driver. See `PROTOCOL.md` for the byte-by-byte description;
 //! every constant and layout here must match that document.
 //!
@@ -11,7 +12,7 @@ pub const VCRAM_MAGIC: u32 = 0x4d52_4356;
 /// Protocol major version. Incompatible changes bump it.
 pub const VCRAM_VERSION_MAJOR: u16 = 1;
 /// Protocol minor version. Compatible additions bump it.
-pub const VCRAM_VERSION_MINOR: u16 = 1;
+pub const VCRAM_VERSION_MINOR: u16 = 2;
 
 /// The device page size (bytes). Everything is counted in these pages.
 pub const VCRAM_PAGE_SIZE: u64 = 4096;
@@ -30,6 +31,8 @@ pub const VCRAM_MAX_CHAIN_DESCS: usize = 64;
 // Request types.
 pub const VCRAM_REQ_DISCARD: u32 = 1;
 pub const VCRAM_REQ_COMMIT: u32 = 2;
+/// Since 1.2: discard the whole window (the driver sends it at probe). `nr_ranges` 0.
+pub const VCRAM_REQ_RESET: u32 = 3;
 
 // Status codes (response `status`).
 pub const VCRAM_S_OK: u32 = 0;

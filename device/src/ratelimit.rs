@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! Rate limiting of warnings caused by guest input: at most `burst` messages per second, and a
 //! summary of how many were suppressed.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! Parsing and validation of requestq chains. Everything here is guest-controlled input:
 //! no panics, no unchecked arithmetic or indexing on guest values.
 
@@ -26,6 +27,9 @@ pub trait GuestBytes {
 /// Why a request was refused (one counter each).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Reject {
+    /// The chain ends early: its last descriptor has NEXT, but the next one could not be read
+    /// (index past the queue or the indirect table, outside guest memory, a loop).
+    BrokenChain,
     /// More than `VCRAM_MAX_CHAIN_DESCS` descriptors.
     ChainTooLong,
     /// A device-readable descriptor after a device-writable one.
@@ -55,7 +59,8 @@ pub enum Reject {
 impl Reject {
     pub fn status(self) -> u32 {
         match self {
-            Reject::ChainTooLong
+            Reject::BrokenChain
+            | Reject::ChainTooLong
             | Reject::WrongDirection
             | Reject::NoResponseBuffer
             | Reject::HeaderShort
@@ -72,6 +77,7 @@ impl Reject {
 
     pub fn name(self) -> &'static str {
         match self {
+            Reject::BrokenChain => "broken_chain",
             Reject::ChainTooLong => "chain_too_long",
             Reject::WrongDirection => "wrong_direction",
             Reject::NoResponseBuffer => "no_response_buffer",
@@ -87,7 +93,8 @@ impl Reject {
         }
     }
 
-    pub const ALL: [Reject; 12] = [
+    pub const ALL: [Reject; 13] = [
+        Reject::BrokenChain,
         Reject::ChainTooLong,
         Reject::WrongDirection,
         Reject::NoResponseBuffer,
@@ -133,6 +140,8 @@ impl Refusal {
 pub enum Kind {
     Discard,
     Commit,
+    /// The whole window (no ranges).
+    Reset,
 }
 
 /// A validated request: page ranges as window page indices.
@@ -165,6 +174,31 @@ pub fn writable_len(descs: &[Desc]) -> u64 {
         .sum()
 }
 
+/// A descriptor chain as taken off a queue: at most `VCRAM_MAX_CHAIN_DESCS + 1` descriptors,
+/// and whether it ended properly (its last descriptor without NEXT).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Chain {
+    pub descs: Vec<Desc>,
+    pub complete: bool,
+}
+
+impl Chain {
+    /// Collect from an iterator of (descriptor, has NEXT); stops after one descriptor more than
+    /// allowed (so an endless chain is reported as too long).
+    pub fn collect(it: impl Iterator<Item = (Desc, bool)>) -> Chain {
+        let mut descs = Vec::new();
+        let mut more = true;
+        for (d, next) in it.take(VCRAM_MAX_CHAIN_DESCS + 1) {
+            descs.push(d);
+            more = next;
+        }
+        Chain {
+            descs,
+            complete: !more,
+        }
+    }
+}
+
 /// Check the chain layout. Returns whether a response can be written (>= 24 writable bytes,
 /// correct order) alongside any refusal.
 pub fn check_layout(descs: &[Desc]) -> Result<(), Refusal> {
@@ -187,7 +221,25 @@ pub fn check_layout(descs: &[Desc]) -> Result<(), Refusal> {
 
 const MAX_REQ_BYTES: u64 = VCRAM_REQ_HEADER_SIZE as u64 + VCRAM_MAX_RANGES as u64 * 16;
 
-/// Parse and validate a request chain. `window` is None when the device has no usable window.
+/// Parse and validate a request chain taken off the queue: a chain that was cut short is
+/// refused (after the descriptor count, before anything else).
+pub fn parse_chain(
+    chain: &Chain,
+    mem: &dyn GuestBytes,
+    window: Option<WindowGeom>,
+) -> Result<Request, Refusal> {
+    if chain.descs.len() <= VCRAM_MAX_CHAIN_DESCS && !chain.complete {
+        // A response can still be written if the part read holds one.
+        return Err(Refusal::new(match check_layout(&chain.descs) {
+            Err(r) if r.reason == Reject::NoResponseBuffer => Reject::NoResponseBuffer,
+            _ => Reject::BrokenChain,
+        }));
+    }
+    parse(&chain.descs, mem, window)
+}
+
+/// Parse and validate a complete request chain. `window` is None when the device has no usable
+/// window.
 pub fn parse(
     descs: &[Desc],
     mem: &dyn GuestBytes,
@@ -211,14 +263,24 @@ pub fn parse(
     if readable < VCRAM_REQ_HEADER_SIZE as u64 {
         return Err(Refusal::new(Reject::HeaderShort));
     }
+    // The whole readable part must be guest memory before its content decides anything.
+    if descs
+        .iter()
+        .filter(|d| !d.writable)
+        .any(|d| !mem.valid(d.addr, u64::from(d.len)))
+    {
+        return Err(Refusal::new(Reject::BadAddress));
+    }
     if readable > MAX_REQ_BYTES {
-        // Too long for any valid request; look at the header only to report the type first.
+        // Too long for any valid request; look at the header only, for the checks that come
+        // before the length (type, range count).
         let mut hdr = [0u8; VCRAM_REQ_HEADER_SIZE];
         gather(descs, mem, &mut hdr)?;
         let h = VcramReqHeader::from_slice(&hdr)
             .copied()
             .unwrap_or_default();
-        check_type(u32::from(h.req_type))?;
+        let kind = check_type(u32::from(h.req_type))?;
+        check_range_count(kind, u32::from(h.nr_ranges))?;
         return Err(Refusal::new(Reject::LengthMismatch));
     }
     let mut buf = vec![0u8; readable as usize];
@@ -230,9 +292,7 @@ pub fn parse(
         .ok_or(Refusal::new(Reject::HeaderShort))?;
     let kind = check_type(u32::from(hdr.req_type))?;
     let nr = u32::from(hdr.nr_ranges);
-    if nr == 0 || nr > VCRAM_MAX_RANGES {
-        return Err(Refusal::new(Reject::BadRangeCount));
-    }
+    check_range_count(kind, nr)?;
     if readable != VCRAM_REQ_HEADER_SIZE as u64 + u64::from(nr) * VCRAM_RANGE_SIZE as u64 {
         return Err(Refusal::new(Reject::LengthMismatch));
     }
@@ -273,10 +333,24 @@ pub fn parse(
     Ok(Request { kind, ranges })
 }
 
+/// DISCARD and COMMIT: 1 ..= 1024 ranges; RESET: none.
+fn check_range_count(kind: Kind, nr: u32) -> Result<(), Refusal> {
+    let ok = match kind {
+        Kind::Reset => nr == 0,
+        Kind::Discard | Kind::Commit => (1..=VCRAM_MAX_RANGES).contains(&nr),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Refusal::new(Reject::BadRangeCount))
+    }
+}
+
 fn check_type(t: u32) -> Result<Kind, Refusal> {
     match t {
         VCRAM_REQ_DISCARD => Ok(Kind::Discard),
         VCRAM_REQ_COMMIT => Ok(Kind::Commit),
+        VCRAM_REQ_RESET => Ok(Kind::Reset),
         _ => Err(Refusal::new(Reject::Unsupported)),
     }
 }
@@ -514,8 +588,9 @@ pub mod tests {
         // huge readable length
         d[0].len = 0x4000;
         assert_eq!(refuse(&d, &m).reason, Reject::LengthMismatch);
+        // ... past the end of guest memory: the readable part is checked first (section 4.4)
         d[0].len = u32::MAX;
-        assert_eq!(refuse(&d, &m).reason, Reject::LengthMismatch);
+        assert_eq!(refuse(&d, &m).reason, Reject::BadAddress);
         // too many descriptors
         let mut many = vec![
             Desc {
@@ -596,7 +671,7 @@ pub mod tests {
 
     #[test]
     fn unknown_type_and_counts() {
-        for t in [0u32, 3, 0xffff_ffff] {
+        for t in [0u32, 4, 0xffff_ffff] {
             let b = req_bytes(t, &[(W.base, 1)]);
             let (m, d) = setup(&b);
             let r = refuse(&d, &m);
@@ -643,6 +718,113 @@ pub mod tests {
         let r = parse(&d, &m, None).unwrap_err();
         assert_eq!(r.reason, Reject::NoWindow);
         assert_eq!(r.reason.status(), VCRAM_S_NO_WINDOW);
+    }
+
+    #[test]
+    fn chains_cut_short() {
+        let b = req_bytes(VCRAM_REQ_DISCARD, &[(W.base, 1)]);
+        let (m, d) = setup(&b);
+        // the last descriptor still has NEXT: refused, though the part read is a valid request
+        let cut = Chain::collect(d.iter().map(|x| (*x, true)));
+        assert!(!cut.complete);
+        let r = parse_chain(&cut, &m, Some(W)).unwrap_err();
+        assert_eq!(r.reason, Reject::BrokenChain);
+        assert_eq!(r.reason.status(), VCRAM_S_BAD_REQUEST);
+        // cut before the response buffer: nothing can be answered
+        let cut = Chain::collect(d[..1].iter().map(|x| (*x, true)));
+        assert_eq!(
+            parse_chain(&cut, &m, Some(W)).unwrap_err().reason,
+            Reject::NoResponseBuffer
+        );
+        // an empty chain (the head could not be read)
+        let empty = Chain::collect(std::iter::empty());
+        assert!(!empty.complete);
+        assert_eq!(
+            parse_chain(&empty, &m, Some(W)).unwrap_err().reason,
+            Reject::NoResponseBuffer
+        );
+        // complete: parsed
+        let last = d.len() - 1;
+        let ok = Chain::collect(d.iter().enumerate().map(|(i, x)| (*x, i != last)));
+        assert!(ok.complete);
+        assert_eq!(parse_chain(&ok, &m, Some(W)).unwrap().ranges, vec![(0, 1)]);
+        // endless: at most one descriptor past the limit is taken, and it is too long
+        let endless = Chain::collect(std::iter::repeat((d[0], true)));
+        assert_eq!(endless.descs.len(), VCRAM_MAX_CHAIN_DESCS + 1);
+        assert_eq!(
+            parse_chain(&endless, &m, Some(W)).unwrap_err().reason,
+            Reject::ChainTooLong
+        );
+    }
+
+    #[test]
+    fn reset_has_no_ranges() {
+        let b = req_bytes(VCRAM_REQ_RESET, &[]);
+        let (m, d) = setup(&b);
+        let r = parse(&d, &m, Some(W)).unwrap();
+        assert_eq!(r.kind, Kind::Reset);
+        assert!(r.ranges.is_empty());
+        // ranges are refused
+        let b = req_bytes(VCRAM_REQ_RESET, &[(W.base, 1)]);
+        let (m, d) = setup(&b);
+        assert_eq!(refuse(&d, &m).reason, Reject::BadRangeCount);
+        // a header of 16 bytes followed by more: length mismatch
+        let mut b = req_bytes(VCRAM_REQ_RESET, &[]);
+        b.extend_from_slice(&[0u8; 16]);
+        let (m, d) = setup(&b);
+        assert_eq!(refuse(&d, &m).reason, Reject::LengthMismatch);
+        // no window
+        let b = req_bytes(VCRAM_REQ_RESET, &[]);
+        let (m, d) = setup(&b);
+        assert_eq!(parse(&d, &m, None).unwrap_err().reason, Reject::NoWindow);
+    }
+
+    /// PROTOCOL.md section 4.4: readable part inside guest memory before type, type before
+    /// range count, range count before the exact length, even for a readable part too long
+    /// for any request.
+    #[test]
+    fn order_of_checks_matches_the_protocol() {
+        let m = FakeMem::new(0, 0x10000);
+        let hdr = req_bytes(99, &[]);
+        m.put(0x1000, &hdr);
+        let resp = Desc {
+            addr: 0x8000,
+            len: 24,
+            writable: true,
+        };
+        // unknown type, but a readable descriptor outside guest memory: BAD_REQUEST
+        for tail_len in [16u32, 0x8000] {
+            let d = vec![
+                Desc {
+                    addr: 0x1000,
+                    len: 16,
+                    writable: false,
+                },
+                Desc {
+                    addr: 0x7fff_0000_0000,
+                    len: tail_len,
+                    writable: false,
+                },
+                resp,
+            ];
+            assert_eq!(refuse(&d, &m).reason, Reject::BadAddress, "{tail_len}");
+        }
+        // too long for any request: the type is reported first, then the range count
+        let long = vec![
+            Desc {
+                addr: 0x1000,
+                len: 0x5000,
+                writable: false,
+            },
+            resp,
+        ];
+        assert_eq!(refuse(&long, &m).reason, Reject::Unsupported);
+        let mut b = req_bytes(VCRAM_REQ_DISCARD, &[]);
+        b[4..8].copy_from_slice(&5000u32.to_le_bytes());
+        m.put(0x1000, &b);
+        assert_eq!(refuse(&long, &m).reason, Reject::BadRangeCount);
+        m.put(0x1000, &req_bytes(VCRAM_REQ_DISCARD, &[(W.base, 1)]));
+        assert_eq!(refuse(&long, &m).reason, Reject::LengthMismatch);
     }
 
     #[test]

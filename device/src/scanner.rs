@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! The background scanner: finds pages the guest wrote directly (without COMMIT) by comparing
 //! each page with what was last stored (a hash, or the fill word) and recompresses those that
 //! changed. One pass per interval; the work is in [`Device::scan_pass`].

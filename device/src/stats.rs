@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! Statistics: counters kept by the vhost side, the snapshot served on the control socket,
 //! and its renderings (human table, Prometheus text exposition).
 
@@ -14,6 +15,7 @@ use crate::request::Reject;
 pub struct DeviceCounters {
     pub discard_requests: AtomicU64,
     pub commit_requests: AtomicU64,
+    pub reset_requests: AtomicU64,
     pub bad_requests: AtomicU64,
     pub rejects: [AtomicU64; Reject::ALL.len()],
     /// Requests whose response could not be written (buffer outside guest memory).
@@ -75,6 +77,9 @@ pub struct Snapshot {
     pub raw_pages: u64,
     pub overflow_pages: u64,
     pub overflow_pages_total: u64,
+    /// Pages (re)stored from an encoding (COMMIT or scanner).
+    pub store_ops: u64,
+    pub reset_requests: u64,
     pub discard_requests: u64,
     pub discard_pages: u64,
     pub commit_requests: u64,
@@ -140,6 +145,7 @@ impl Snapshot {
         self.overflow_pages_total = c.overflow_pages_total;
         self.discard_pages = c.discard_pages;
         self.commit_pages = c.commit_pages;
+        self.store_ops = c.store_ops;
         self.scans = c.scans;
         self.scan_pages = c.scan_pages;
         self.scan_changed_pages = c.scan_changed_pages;
@@ -161,6 +167,7 @@ impl Snapshot {
     pub fn set_device(&mut self, d: &DeviceCounters) {
         self.discard_requests = get(&d.discard_requests);
         self.commit_requests = get(&d.commit_requests);
+        self.reset_requests = get(&d.reset_requests);
         self.bad_requests = get(&d.bad_requests);
         self.rejects = Reject::ALL
             .iter()
@@ -323,6 +330,7 @@ pub fn render_table(s: &Snapshot) -> String {
         "commits",
         format!("{} requests, {} pages", s.commit_requests, s.commit_pages),
     );
+    row("resets", format!("{} requests", s.reset_requests));
     row(
         "scans",
         format!(
@@ -510,6 +518,12 @@ pub fn render_prometheus(s: &Snapshot) -> String {
             "pages discarded",
             c,
             s.discard_pages as f64,
+        ),
+        (
+            "vcram_reset_requests_total",
+            "RESET requests (whole window discarded)",
+            c,
+            s.reset_requests as f64,
         ),
         (
             "vcram_commit_requests_total",

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! Page contents for tests, shared by the unit tests (`crate::testdata`) and the integration
 //! tests (`tests/common` includes this file by path). Not part of the library.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! Finding the window (the pc-dimm's RAM region) among the regions the frontend shares.
 //!
 //! `update_memory()` calls [`locate`] every time; the data path calls [`WindowMap::get`] for
@@ -5,6 +6,7 @@
 //! `WindowMap` holds a reference-counted snapshot of the memory table, which keeps the mapping
 //! alive while it is in use even if the frontend removes the region meanwhile.
 
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -13,7 +15,11 @@ use vm_memory::{
     GuestMemoryMmap, GuestMemoryRegion,
 };
 
+use vm_memory::VolatileSlice;
+
 use crate::protocol::VCRAM_PAGE_SIZE;
+
+const PAGE: usize = VCRAM_PAGE_SIZE as usize;
 
 pub type GuestMem = GuestMemoryMmap<()>;
 pub type GM = GuestMemoryAtomic<GuestMem>;
@@ -121,9 +127,18 @@ pub fn locate(mem: &GuestMem, spec: &WindowSpec) -> Located {
 pub struct WindowMap {
     _guard: GuestMemoryLoadGuard<GuestMem>,
     host: *mut u8,
+    /// The backing file and the offset of the window in it (kept open by the guard).
+    file: Option<(RawFd, u64)>,
     pub base: u64,
     pub size: u64,
 }
+
+// SAFETY: `host` points into the region the guard keeps mapped for the lifetime of the
+// WindowMap; guest memory is only accessed through volatile slices (reads) and raw pointer
+// writes (zeroing) that never form references, so sharing the map between the workers of one
+// batch is as sound as sharing the guest memory itself.
+unsafe impl Send for WindowMap {}
+unsafe impl Sync for WindowMap {}
 
 impl WindowMap {
     /// Map the window `[base, base + size)` from the current memory table, if it is there.
@@ -134,9 +149,13 @@ impl WindowMap {
             return None;
         }
         let host = r.get_host_address(vm_memory::MemoryRegionAddress(0)).ok()?;
+        let file = r
+            .file_offset()
+            .map(|fo| (fo.file().as_raw_fd(), fo.start()));
         Some(WindowMap {
             _guard: guard,
             host,
+            file,
             base,
             size,
         })
@@ -146,21 +165,184 @@ impl WindowMap {
         self.size / VCRAM_PAGE_SIZE
     }
 
-    /// The live bytes of page `idx` (guest memory: the guest may change them at any time).
-    #[inline]
-    pub fn page(&self, idx: u64) -> Option<&[u8]> {
-        if idx >= self.pages() {
+    /// The runs of pages in `[first, first + n)` that hold data in the backing file, as
+    /// (first page, pages), in order; the rest are holes (read as zero, use no host memory).
+    ///
+    /// Data is found with mincore(2) on the pages themselves (page-cache residency, 512 pages
+    /// a call; SEEK_HOLE would walk every page up to the next hole, however far); at a page
+    /// that is not resident, SEEK_DATA tells a swapped-out page (data) from a hole and skips
+    /// the hole (cheap over a sparse file). So the cost follows the data pages in the range
+    /// and the number of holes, and holes are never touched. Where the
+    /// backing cannot tell (no file, lseek or mincore unsupported), the whole range is data.
+    pub fn data_runs(&self, first: u64, n: u64) -> Vec<(u64, u64)> {
+        let Some(end) = first.checked_add(n).filter(|e| *e <= self.pages()) else {
+            return Vec::new();
+        };
+        if n == 0 {
+            return Vec::new();
+        }
+        let all = vec![(first, n)];
+        let Some((fd, off)) = self.file else {
+            return all;
+        };
+        // The first page at or after `p` with data, `end` if none before it; None: unknown.
+        let seek_data = |p: u64| -> Option<u64> {
+            let pos = i64::try_from(p.checked_mul(VCRAM_PAGE_SIZE)?.checked_add(off)?).ok()?;
+            // SAFETY: lseek on a descriptor the guard keeps open; no memory is passed.
+            let d = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
+            if d < 0 {
+                return (std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO))
+                    .then_some(end);
+            }
+            Some(((d as u64).saturating_sub(off) / VCRAM_PAGE_SIZE).min(end))
+        };
+        const CHUNK: u64 = 512;
+        let mut resident = [0u8; CHUNK as usize];
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        let mut push = |a: u64, b: u64| match runs.last_mut() {
+            Some(last) if last.0 + last.1 == a => last.1 += b - a,
+            _ => runs.push((a, b - a)),
+        };
+        let mut p = first;
+        while p < end {
+            let len = CHUNK.min(end - p);
+            // SAFETY: [p, p + len) is inside the mapping the guard keeps; mincore writes
+            // `len` <= CHUNK bytes into `resident`.
+            let rc = unsafe {
+                libc::mincore(
+                    self.host.add((p * VCRAM_PAGE_SIZE) as usize) as *mut libc::c_void,
+                    (len * VCRAM_PAGE_SIZE) as usize,
+                    resident.as_mut_ptr(),
+                )
+            };
+            if rc != 0 {
+                return all;
+            }
+            let q = resident[..len as usize]
+                .iter()
+                .position(|r| r & 1 == 0)
+                .map_or(len, |q| q as u64);
+            if q > 0 {
+                push(p, p + q);
+                p += q;
+                continue;
+            }
+            // p is not resident: a hole up to the next data, or data swapped out
+            match seek_data(p) {
+                None => return all,
+                Some(d) if d == p => {
+                    push(p, p + 1);
+                    p += 1;
+                }
+                Some(d) => p = d,
+            }
+        }
+        runs
+    }
+
+    /// Pages `[first, first + n)` of the window as a volatile slice: guest memory, which the
+    /// guest may change at any time, so it is never seen as `&[u8]`.
+    pub fn slice(&self, first: u64, n: u64) -> Option<VolatileSlice<'_>> {
+        let end = first.checked_add(n)?;
+        if end > self.pages() {
             return None;
         }
-        // SAFETY: idx < pages, so the 4 KiB span lies inside the mapped region, which the
-        // guard keeps mapped. The guest may write concurrently; we only hash or copy the bytes
-        // and never rely on them staying stable.
-        unsafe {
-            Some(std::slice::from_raw_parts(
-                self.host.add((idx * VCRAM_PAGE_SIZE) as usize),
-                VCRAM_PAGE_SIZE as usize,
-            ))
+        let off = usize::try_from(first * VCRAM_PAGE_SIZE).ok()?;
+        let len = usize::try_from(n * VCRAM_PAGE_SIZE).ok()?;
+        // SAFETY: [off, off + len) lies inside the mapped region (end <= pages), which the
+        // guard keeps mapped for the lifetime of `self`, hence of the slice.
+        Some(unsafe { VolatileSlice::new(self.host.add(off), len) })
+    }
+
+    /// Whether page `idx` reads as zero now, looking at 64 bytes at a time (copied out of
+    /// guest memory) and stopping at the first that is not: a page with data is found out
+    /// after one block in the common case. False for a page outside the window.
+    pub fn page_is_zero(&self, idx: u64) -> bool {
+        let Some(v) = self.slice(idx, 1) else {
+            return false;
+        };
+        let mut block = [0u8; 64];
+        (0..PAGE / 64).all(|k| {
+            v.subslice(k * 64, 64)
+                .map(|b| b.copy_to(&mut block[..]) == 64)
+                .unwrap_or(false)
+                && crate::model::compress::is_filled_with(&block, 0)
+        })
+    }
+
+    /// Copy page `idx` into `out`: a stable snapshot of a page the guest may be writing.
+    #[inline]
+    pub fn copy_page(&self, idx: u64, out: &mut [u8; PAGE]) -> bool {
+        match self.slice(idx, 1) {
+            Some(v) => v.copy_to(&mut out[..]) == PAGE,
+            None => false,
         }
+    }
+
+    /// Zero the pages of `ranges` ((first, pages), inside the window, not overlapping), as
+    /// [`WindowMap::zero`] does one range, but with one residency lookup for ranges that lie
+    /// close together (a request of many small ranges costs a few mincore calls, not one
+    /// each). False (nothing done) if a range is outside the window.
+    pub fn zero_ranges(&self, ranges: &[(u64, u64)], punch: bool) -> bool {
+        /// Small ranges within this many pages share one lookup.
+        const SPAN: u64 = 4096;
+        if ranges
+            .iter()
+            .any(|&(f, n)| f.checked_add(n).is_none_or(|e| e > self.pages()))
+        {
+            return false;
+        }
+        let mut small: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+        for &(f, n) in ranges {
+            if punch && n >= PUNCH_MIN_PAGES {
+                if !self.zero(f, n, true) {
+                    return false;
+                }
+            } else if n > 0 {
+                small.push((f, n));
+            }
+        }
+        small.sort_unstable();
+        let mut i = 0;
+        while i < small.len() {
+            // a cluster of ranges within SPAN pages of its first
+            let start = small[i].0;
+            let mut j = i;
+            let mut end = start;
+            while j < small.len() && small[j].0 + small[j].1 <= start + SPAN.max(small[i].1) {
+                end = end.max(small[j].0 + small[j].1);
+                j += 1;
+            }
+            let runs = self.data_runs(start, end - start);
+            let mut r = 0;
+            for &(f, n) in &small[i..j] {
+                let e = f + n;
+                while runs.get(r).is_some_and(|x| x.0 + x.1 <= f) {
+                    r += 1;
+                }
+                let mut k = r;
+                while let Some(&(a, len)) = runs.get(k) {
+                    if a >= e {
+                        break;
+                    }
+                    for idx in a.max(f)..(a + len).min(e) {
+                        if !self.page_is_zero(idx) {
+                            // SAFETY: idx < pages (checked above): the page is inside the
+                            // mapped window.
+                            unsafe { zero_page(self.host.add(idx as usize * PAGE)) };
+                        }
+                    }
+                    k += 1;
+                }
+            }
+            i = j;
+        }
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a store fence has no preconditions.
+        unsafe {
+            std::arch::x86_64::_mm_sfence()
+        };
+        true
     }
 
     /// Zero `n` pages from `first` (the caller validated the range). With `punch`, runs of at
@@ -180,17 +362,19 @@ impl WindowMap {
         unsafe {
             let p = self.host.add(off);
             if punch
-                && n >= PUNCH_MIN_PAGES
+                && (n >= PUNCH_MIN_PAGES || n == self.pages())
                 && libc::madvise(p as *mut libc::c_void, len, libc::MADV_REMOVE) == 0
             {
                 return true;
             }
-            // Skip pages that are zero already (no write, no dirtying); a page with data is
-            // found out within its first 64 bytes in the common case.
-            for i in 0..n as usize {
-                let page = std::slice::from_raw_parts(p.add(i * 4096), 4096);
-                if !crate::model::compress::is_filled_with(page, 0) {
-                    zero_page(p.add(i * 4096));
+            // Skip holes of the backing (never touched, so they stay holes) and pages that are
+            // zero already (no write, no dirtying). The check reads a copy (guest memory is
+            // never looked at through a reference).
+            for (run, len) in self.data_runs(first, n) {
+                for idx in run..run + len {
+                    if !self.page_is_zero(idx) {
+                        zero_page(self.host.add(idx as usize * PAGE));
+                    }
                 }
             }
             #[cfg(target_arch = "x86_64")]
@@ -305,17 +489,60 @@ mod tests {
         assert!(WindowMap::get(&gm, 1 << 32, 2 << 20).is_none());
         let map = WindowMap::get(&gm, 1 << 32, 1 << 20).unwrap();
         assert_eq!(map.pages(), 256);
-        assert!(map.page(256).is_none());
+        let mut p = [0u8; PAGE];
+        assert!(!map.copy_page(256, &mut p));
+        assert!(map.slice(255, 2).is_none());
+        assert!(map.slice(u64::MAX, 2).is_none());
+        assert_eq!(map.slice(0, 256).unwrap().len(), 1 << 20);
         // write through the guest view, read through the map
         let m = gm.memory();
         vm_memory::Bytes::write_slice(&*m, &[7u8; 8192], GuestAddress((1 << 32) + 4096)).unwrap();
-        assert_eq!(map.page(1).unwrap()[0], 7);
-        assert_eq!(map.page(2).unwrap()[4095], 7);
+        assert!(map.copy_page(1, &mut p));
+        assert_eq!(p[0], 7);
+        assert!(map.copy_page(2, &mut p));
+        assert_eq!(p[4095], 7);
+        assert!(!map.page_is_zero(1) && !map.page_is_zero(256));
         assert!(map.zero(1, 1, false));
-        assert!(map.page(1).unwrap().iter().all(|b| *b == 0));
-        assert_eq!(map.page(2).unwrap()[0], 7);
+        assert!(map.page_is_zero(1));
+        // several ranges at once
+        vm_memory::Bytes::write_slice(&*m, &[9u8; 4096 * 4], GuestAddress((1 << 32) + 10 * 4096))
+            .unwrap();
+        assert!(map.zero_ranges(&[(12, 1), (10, 1), (200, 3)], false));
+        assert!(map.page_is_zero(10) && map.page_is_zero(12));
+        assert!(!map.page_is_zero(11) && !map.page_is_zero(13));
+        assert!(!map.zero_ranges(&[(10, 1), (255, 2)], false));
+        assert!(!map.page_is_zero(11), "nothing done for a bad request");
+        assert!(map.copy_page(1, &mut p));
+        assert!(p.iter().all(|b| *b == 0));
+        assert!(map.copy_page(2, &mut p));
+        assert_eq!(p[0], 7);
         assert!(!map.zero(255, 2, false));
         assert!(!map.zero(u64::MAX, 2, false));
-        assert_eq!(map.page(2).unwrap()[0], 7);
+        assert!(map.copy_page(2, &mut p));
+        assert_eq!(p[0], 7);
+    }
+
+    #[test]
+    fn data_runs_follow_the_backing_file() {
+        let win = crate::device::tests::memfd();
+        let gm = GuestMemoryAtomic::new(mem(vec![region(&win, 1 << 32, 4 << 20)]));
+        let map = WindowMap::get(&gm, 1 << 32, 4 << 20).unwrap();
+        assert_eq!(map.data_runs(0, 1024), vec![]);
+        let m = gm.memory();
+        for p in [3u64, 4, 100, 1023] {
+            vm_memory::Bytes::write_slice(&*m, &[1u8; 16], GuestAddress((1 << 32) + p * 4096))
+                .unwrap();
+        }
+        assert_eq!(map.data_runs(0, 1024), vec![(3, 2), (100, 1), (1023, 1)]);
+        assert_eq!(map.data_runs(4, 100), vec![(4, 1), (100, 1)]);
+        assert_eq!(map.data_runs(5, 95), vec![]);
+        assert_eq!(map.data_runs(1000, 30), vec![], "past the window");
+        assert_eq!(map.data_runs(0, 0), vec![]);
+        // without a backing file the whole range is one run
+        let anon = GuestMemoryAtomic::new(
+            GuestMemoryMmap::from_ranges(&[(GuestAddress(1 << 32), 1 << 20)]).unwrap(),
+        );
+        let map = WindowMap::get(&anon, 1 << 32, 1 << 20).unwrap();
+        assert_eq!(map.data_runs(10, 20), vec![(10, 20)]);
     }
 }

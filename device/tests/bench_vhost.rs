@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! Measurements through the real vhost-user path (run by bench/compare.sh):
 //! `cargo test --release -p vcram-device --test bench_vhost -- --ignored --nocapture --test-threads=1`
 //! They print `key value` lines; their assertions only check that the work was done.
@@ -34,9 +35,20 @@ fn commit_all(c: &mut Conn, g: &Guest, pages: u64) -> Duration {
 #[test]
 #[ignore]
 fn discard_throughput() {
+    for mode in ["memset", "punch"] {
+        discard_throughput_mode(mode);
+    }
+}
+
+fn discard_throughput_mode(mode: &str) {
     let win: u64 = 256 << 20;
     let pages = win / 4096;
-    let d = Daemon::start(&["--window-size", &win.to_string()]);
+    let ws = win.to_string();
+    let mut args = vec!["--window-size", ws.as_str()];
+    if mode == "punch" {
+        args.push("--punch-holes");
+    }
+    let d = Daemon::start(&args);
     let g = Guest::with_window(win);
     let mut c = Conn::open(&d.socket, &g, MemSetup::Table);
     for &(range_pages, per_req) in &[(1u64, 256u64), (16, 64), (512, 8)] {
@@ -76,7 +88,7 @@ fn discard_throughput() {
                 .all(|b| *b == 0));
         }
         println!(
-            "discard_pages_per_s range_pages={range_pages} ranges_per_req={per_req} {:.0}",
+            "discard_pages_per_s mode={mode} range_pages={range_pages} ranges_per_req={per_req} {:.0}",
             pages as f64 / best
         );
     }
@@ -146,4 +158,172 @@ fn rss_after_commit() {
     assert_eq!(s.stored_pages, 0);
     println!("held_after_discard {}", s.image_bytes + s.metadata_bytes);
     println!("rss_anon_after_discard {}", proc_status(pid, "RssAnon:"));
+}
+
+/// Write `bytes` of text pages into the window as a guest would: 2 MiB runs spread evenly
+/// over the whole window (the rest stays holes of the memfd). Returns the pages written.
+fn write_spread(g: &Guest, win: u64, bytes: u64) -> u64 {
+    let run = 2u64 << 20;
+    let runs = bytes / run;
+    let stride = (win / runs) / run * run;
+    let host = g.window_host();
+    let mut pages = 0;
+    for r in 0..runs {
+        let off = r * stride;
+        for k in 0..run / 4096 {
+            let p = text_page(pages);
+            // SAFETY: off + run <= win: the page lies inside the window mapping.
+            unsafe {
+                std::ptr::copy_nonoverlapping(p.as_ptr(), host.add((off + k * 4096) as usize), 4096)
+            };
+            pages += 1;
+        }
+    }
+    pages
+}
+
+/// Host memory and scan time as the window grows and what the guest wrote stays 256 MiB.
+/// `VCRAM_BENCH_WINDOWS` = window sizes in GiB (default "1 8 64").
+#[test]
+#[ignore]
+fn scale_rss_and_scan() {
+    let sizes = std::env::var("VCRAM_BENCH_WINDOWS").unwrap_or_else(|_| "1 8 64".into());
+    for gib in sizes.split_whitespace() {
+        let gib: u64 = gib.parse().unwrap();
+        let win = gib << 30;
+        let d = Daemon::start(&["--window-size", &win.to_string(), "--threads", "1"]);
+        let g = Guest::with_window(win);
+        let _c = Conn::open(&d.socket, &g, MemSetup::Table);
+        let written = write_spread(&g, win, 256 << 20);
+        let first = d.scan();
+        assert_eq!(first.scan_changed_pages, written);
+        let mut best_ms = f64::MAX;
+        for _ in 0..3 {
+            let s = d.scan();
+            assert_eq!(s.scan_changed_pages, written);
+            best_ms = best_ms.min(s.scan_ms_last);
+        }
+        let s = d.stats();
+        let pid = d.child.id();
+        println!(
+            "scale window_gib={gib} touched={} images={} metadata={} vm_rss={} rss_anon={} rss_shmem={} first_scan_ms={:.1} scan_ms={best_ms:.2} scan_pages={}",
+            written * 4096,
+            s.image_bytes,
+            s.metadata_bytes,
+            proc_status(pid, "VmRSS:"),
+            proc_status(pid, "RssAnon:"),
+            proc_status(pid, "RssShmem:"),
+            first.scan_ms_last,
+            s.scan_pages / 4,
+        );
+    }
+}
+
+/// Scan-and-compress throughput with 1 and 2 workers: 256 MiB written directly, found and
+/// compressed by one scan pass. The pages are dumped to `VCRAM_BENCH_DUMP` (if set) for
+/// `zstd -b1 -B4096` on the same bytes.
+#[test]
+#[ignore]
+fn scale_threads_throughput() {
+    let bytes: u64 = 256 << 20;
+    let win: u64 = 512 << 20;
+    if let Ok(path) = std::env::var("VCRAM_BENCH_DUMP") {
+        let mut f = Vec::with_capacity(bytes as usize);
+        for i in 0..bytes / 4096 {
+            f.extend_from_slice(&mixed_page(i));
+        }
+        std::fs::write(path, f).unwrap();
+    }
+    for threads in ["1", "2"] {
+        let mut best = f64::MAX;
+        let mut best_cpu = 0.0;
+        for _ in 0..3 {
+            let d = Daemon::start(&["--window-size", &win.to_string(), "--threads", threads]);
+            let g = Guest::with_window(win);
+            let _c = Conn::open(&d.socket, &g, MemSetup::Table);
+            for i in 0..bytes / 4096 {
+                g.write(g.window_page(i), &mixed_page(i));
+            }
+            let c0 = cpu_secs(d.child.id());
+            let s = d.scan();
+            let cpu = cpu_secs(d.child.id()) - c0;
+            assert_eq!(s.scan_changed_pages, bytes / 4096);
+            if s.scan_ms_last < best {
+                best = s.scan_ms_last;
+                best_cpu = cpu;
+            }
+        }
+        println!(
+            "threads n={threads} scan_compress_mbps={:.1} cpu_per_wall={:.2}",
+            bytes as f64 / 1e6 / (best / 1e3),
+            best_cpu / (best / 1e3)
+        );
+    }
+}
+
+/// Pages like a guest's heap: text, with some binary-looking and incompressible pages.
+fn mixed_page(i: u64) -> Vec<u8> {
+    match i % 8 {
+        0 => random_page(i),
+        1 | 2 => (0..4096u64)
+            .map(|k| ((k * 31 + i * 7) % 251) as u8 ^ ((k >> 5) as u8))
+            .collect(),
+        _ => text_page(i),
+    }
+}
+
+/// 1000 clients connect to the control socket and stay (half of them mid-line): the daemon's
+/// threads and memory stay bounded and `vcramctl stats` still answers.
+#[test]
+#[ignore]
+fn scale_control_clients() {
+    let d = Daemon::start(&[]);
+    let pid = d.child.id();
+    let threads0 = proc_status(pid, "Threads:") / 1024;
+    let rss0 = proc_status(pid, "VmRSS:");
+    let mut clients = Vec::new();
+    for i in 0..1000 {
+        match std::os::unix::net::UnixStream::connect(&d.control) {
+            Ok(mut c) => {
+                if i % 2 == 0 {
+                    let _ = std::io::Write::write_all(&mut c, b"sta");
+                }
+                clients.push(c);
+            }
+            Err(e) => println!("connect {i}: {e}"),
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let mut lat = Vec::new();
+    for _ in 0..20 {
+        let t0 = Instant::now();
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_vcramctl"))
+            .arg("--socket")
+            .arg(&d.control)
+            .args(["stats", "--json"])
+            .output()
+            .unwrap();
+        lat.push(t0.elapsed().as_secs_f64() * 1e3);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!(
+        "control clients={} threads_before={threads0} threads={} rss_before={rss0} rss={} stats_ms_median={:.1} stats_ms_max={:.1}",
+        clients.len(),
+        proc_status(pid, "Threads:") / 1024,
+        proc_status(pid, "VmRSS:"),
+        lat[lat.len() / 2],
+        lat[lat.len() - 1],
+    );
+}
+
+/// CPU time (user + system) the process used so far, in seconds.
+fn cpu_secs(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &s[s.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat: 11 and 12 after the command name
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }

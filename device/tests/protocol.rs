@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! Protocol tests: the real daemon driven over vhost-user, no QEMU.
 
 mod common;
@@ -373,6 +374,106 @@ fn indirect_descriptors_and_broken_chains() {
     assert!(s.device_errors >= 1);
 }
 
+/// RESET (1.2): the whole window is discarded (host memory released), accounting back to the
+/// metadata alone; what the previous guest kernel left is no longer counted.
+#[test]
+fn reset_discards_the_whole_window_and_releases_host_memory() {
+    use std::os::unix::fs::MetadataExt;
+    let d = Daemon::start(&[]);
+    let g = Guest::new();
+    let mut c = Conn::open(&d.socket, &g, MemSetup::Table);
+    assert_eq!(u16::from(c.cfg().version_minor), 2);
+    for i in 0..300 {
+        g.write(g.window_page(i), &text_page(i));
+    }
+    let (_, r) = c.request(&g, VCRAM_REQ_COMMIT, &[(g.window_page(0), 300)]);
+    assert_eq!(le32(r.status), VCRAM_S_OK);
+    assert_eq!(d.stats().stored_pages, 300);
+    let blocks = || g.regions[1].file.metadata().unwrap().blocks();
+    assert!(blocks() >= 300 * 8);
+    let (len, r) = c.request(&g, VCRAM_REQ_RESET, &[]);
+    assert_eq!((len, le32(r.status)), (24, VCRAM_S_OK));
+    assert_eq!(le64(r.pages_done), WIN_SIZE / 4096);
+    assert_eq!(blocks(), 0, "host memory of the window released");
+    assert!(g.read(g.window_page(0), 300 * 4096).iter().all(|b| *b == 0));
+    let s = d.stats();
+    assert_eq!(s.stored_pages, 0);
+    assert_eq!(s.physical_used, s.metadata_bytes);
+    assert_eq!(s.reset_requests, 1);
+    // a RESET with ranges is malformed
+    let (_, r) = c.request(&g, VCRAM_REQ_RESET, &[(g.window_page(0), 1)]);
+    assert_eq!(le32(r.status), VCRAM_S_BAD_REQUEST);
+}
+
+/// A chain whose last descriptor still has NEXT (pointing past the queue, or past an indirect
+/// table) was cut short: virtio-queue's iterator just stops there. Such a chain must be refused,
+/// not executed with the part that was read.
+#[test]
+fn chains_cut_short_are_refused_not_executed() {
+    let d = Daemon::start(&[]);
+    let g = Guest::new();
+    let mut c = Conn::open(&d.socket, &g, MemSetup::Table);
+    let page = g.window_page(7);
+    let req = request_bytes(VCRAM_REQ_DISCARD, &[(page, 1)]);
+    let ra = c.alloc(64);
+    g.write(ra, &req);
+    let resp = c.alloc(24);
+
+    // direct: request, response, and the response's NEXT points past the queue
+    g.write(page, &text_page(7));
+    let i = c.rq.next_desc;
+    let k = (i + 1) % c.rq.size;
+    Vq::write_desc(&g, c.rq.desc, i, ra, req.len() as u32, VRING_DESC_F_NEXT, k);
+    Vq::write_desc(
+        &g,
+        c.rq.desc,
+        k,
+        resp,
+        24,
+        VRING_DESC_F_WRITE | VRING_DESC_F_NEXT,
+        c.rq.size + 100,
+    );
+    c.rq.next_desc = (k + 1) % c.rq.size;
+    c.rq.push_head(&g, i);
+    c.rq.kick();
+    let u = c.rq.wait_used(&g, 1, T);
+    assert_eq!(u[0].0, i as u32);
+    assert_eq!(u[0].1, 24, "refused with a response");
+    assert_eq!(le32(read_resp(&g, resp).status), VCRAM_S_BAD_REQUEST);
+    assert_eq!(g.read(page, 4096), text_page(7), "the DISCARD was executed");
+
+    // indirect: the table's last entry has NEXT pointing past the table
+    let table = c.alloc(64);
+    let head = c.rq.add_indirect(
+        &g,
+        table,
+        &[(ra, 16, false), (ra + 16, 16, false), (resp, 24, true)],
+    );
+    Vq::write_desc(
+        &g,
+        table,
+        2,
+        resp,
+        24,
+        VRING_DESC_F_WRITE | VRING_DESC_F_NEXT,
+        3,
+    );
+    c.rq.kick();
+    let u = c.rq.wait_used(&g, 1, T);
+    assert_eq!(u[0], (head as u32, 24));
+    assert_eq!(le32(read_resp(&g, resp).status), VCRAM_S_BAD_REQUEST);
+    assert_eq!(g.read(page, 4096), text_page(7), "the DISCARD was executed");
+
+    // a well-formed request still works
+    let (len, r) = c.request(&g, VCRAM_REQ_DISCARD, &[(page, 1)]);
+    assert_eq!((len, le32(r.status)), (24, VCRAM_S_OK));
+    assert!(g.read(page, 4096).iter().all(|b| *b == 0));
+    let s = d.stats();
+    assert_eq!(s.rejects["broken_chain"], 2);
+    assert_eq!(s.discard_requests, 1);
+    assert_eq!(s.device_errors, 0);
+}
+
 fn cpu_ticks(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let rest = &s[s.rfind(')').unwrap() + 2..];
@@ -462,7 +563,8 @@ fn scanner_finds_direct_writes() {
     let mut c = Conn::open(&d.socket, &g, MemSetup::Table);
     let s = d.scan();
     assert_eq!(s.scans, 1);
-    assert_eq!(s.scan_pages, WIN_PAGES);
+    // the window's memfd is all holes: nothing is read
+    assert_eq!(s.scan_pages, 0);
     assert_eq!(s.scan_changed_pages, 0);
     for i in 0..10 {
         g.write(g.window_page(1000 + i), &text_page(i));
@@ -470,6 +572,7 @@ fn scanner_finds_direct_writes() {
     g.write(g.window_page(5), &[0x77; 4096]);
     let s = d.scan();
     assert_eq!(s.scans, 2);
+    assert_eq!(s.scan_pages, 11, "only the pages with data are read");
     assert_eq!(s.scan_changed_pages, 11);
     assert_eq!(s.compressed_pages, 10);
     assert_eq!(s.same_pages, 1);
@@ -826,6 +929,26 @@ fn bad_command_lines_fail_clearly() {
     assert!(e.contains("--window-base") || e.contains("window"), "{e}");
     let e = run(&["--socket", "/nonexistent/dir/x", "--window-base", "4G"]);
     assert!(e.contains("does not exist"), "{e}");
+    // a regular file at either socket path is an error, and is kept
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-socket");
+    std::fs::write(&file, b"keep me").unwrap();
+    let sock = dir.path().join("vhost.sock");
+    let f = file.display().to_string();
+    let so = sock.display().to_string();
+    let e = run(&[
+        "--socket",
+        &so,
+        "--control-socket",
+        &f,
+        "--window-base",
+        "4G",
+        "--once",
+    ]);
+    assert!(e.contains("not a socket"), "{e}");
+    let e = run(&["--socket", &f, "--window-base", "4G", "--once"]);
+    assert!(e.contains("not a socket"), "{e}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
 }
 
 #[test]

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! The daemon behind a real QEMU (`vhost-user-test-device-pci`), with QEMU's qtest protocol
 //! playing the guest driver: PCI enumeration, virtio-pci modern setup, config reads through
 //! the device's config BAR region, requests posted in guest RAM, notifications through the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! `vcramctl` against a running daemon.
 
 mod common;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! Running the real `vcram-device` daemon next to a guest.
 
 use crate::repo_root;

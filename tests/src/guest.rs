@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! Booting the test guest through `scripts/launch`.
 
 use crate::{ktap, qmp::Qmp, repo_root};

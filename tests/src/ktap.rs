@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! A parser for the KTAP output of in-guest tests.
 //!
 //! Only the top level of a document is interpreted; indented (nested) lines

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! Host-side harness for vcram's end-to-end tests.
 //!
 //! It boots the test guest through `scripts/launch` (the same launcher a user

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! A minimal client for QEMU's monitor protocol (QMP) over a Unix socket.
 
 use serde_json::{json, Value};

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! End-to-end tests of vcram.ko with the real vcram-device: the in-guest KTAP
 //! suites of `guest-driver/tests/` run in the test guest, and the host checks
 //! the device's own statistics afterwards.
@@ -66,6 +67,11 @@ fn driver_binds_places_discards_and_reports() {
         "physical use did not fall after the frees: {stats}"
     );
     assert_eq!(stats["bad_requests"].as_u64(), Some(0), "{stats}");
+    // The driver asked for a clean device at probe (protocol 1.2 RESET).
+    assert!(
+        stats["reset_requests"].as_u64().unwrap_or(0) >= 1,
+        "no RESET at probe: {stats}"
+    );
 }
 
 #[test]

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! End-to-end flow tests: a real guest (TCG) with vcram.ko, the real
 //! `vcram-device`, and `vcram-workload` on private node 1. The host checks the
 //! device's statistics (control socket) against what the guest did.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! End-to-end tests of the private memory node series (kernel-patches/)
 //! without the vcram driver: the series' test owner module claims node 1's
 //! pc-dimm as a private node, and the in-guest suites check it (KTAP).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! The kernel's own mm migration selftest (`tools/testing/selftests/mm/migration.c`
 //! of the guest kernel's tree, built into the initramfs as `mm-migration`) run
 //! against the series' private node 1: `tests/guest/scripts/mm-migration.sh`

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! End-to-end tests of the guest platform: the real kernel and initramfs
 //! booted under QEMU by `scripts/launch`, checked from inside the guest (KTAP)
 //! and from the host (QMP).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! `vcramctl stats [--json|--prometheus] [--watch SECONDS]`: statistics of a running
 //! vcram-device, read over its control socket.
 
@@ -46,25 +47,62 @@ enum Cmd {
     Ping,
 }
 
-fn parse_secs(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|e| format!("bad interval {s:?}: {e}"))?;
+/// Longest `--watch` interval: one day.
+const MAX_WATCH_SECS: f64 = 86400.0;
+
+/// What can go wrong in `vcramctl`.
+#[derive(Debug, thiserror::Error)]
+enum CtlError {
+    #[error("bad interval {0:?}: {1}")]
+    NotANumber(String, std::num::ParseFloatError),
+    #[error("interval {0:?} must be a positive number of seconds")]
+    NotPositive(String),
+    #[error("interval {0:?} is too long (at most {MAX_WATCH_SECS} seconds)")]
+    TooLong(String),
+    #[error("interval {0:?} is too short")]
+    TooShort(String),
+    #[error("cannot talk to {}: {source}", path.display())]
+    Talk {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("bad reply {0:?}: {1}")]
+    BadReply(String, serde_json::Error),
+    #[error("device: {0}")]
+    Device(serde_json::Value),
+}
+
+fn parse_secs(s: &str) -> Result<f64, CtlError> {
+    let v: f64 = s
+        .parse()
+        .map_err(|e| CtlError::NotANumber(s.to_string(), e))?;
     if !(v > 0.0 && v.is_finite()) {
-        return Err(format!(
-            "interval {s:?} must be a positive number of seconds"
-        ));
+        return Err(CtlError::NotPositive(s.to_string()));
+    }
+    if v > MAX_WATCH_SECS {
+        return Err(CtlError::TooLong(s.to_string()));
+    }
+    if std::time::Duration::try_from_secs_f64(v).map_or(true, |d| d.is_zero()) {
+        return Err(CtlError::TooShort(s.to_string()));
     }
     Ok(v)
 }
 
-fn fetch(socket: &Path, cmd: &str) -> Result<(String, Snapshot), String> {
-    let line = control::request(socket, cmd)
-        .map_err(|e| format!("cannot talk to {}: {e}", socket.display()))?;
+fn talk(socket: &Path, cmd: &str) -> Result<String, CtlError> {
+    control::request(socket, cmd).map_err(|source| CtlError::Talk {
+        path: socket.to_path_buf(),
+        source,
+    })
+}
+
+fn fetch(socket: &Path, cmd: &str) -> Result<(String, Snapshot), CtlError> {
+    let line = talk(socket, cmd)?;
     let v: serde_json::Value =
-        serde_json::from_str(&line).map_err(|e| format!("bad reply {line:?}: {e}"))?;
+        serde_json::from_str(&line).map_err(|e| CtlError::BadReply(line.clone(), e))?;
     if let Some(err) = v.get("error") {
-        return Err(format!("device: {err}"));
+        return Err(CtlError::Device(err.clone()));
     }
-    let s: Snapshot = serde_json::from_value(v).map_err(|e| format!("bad reply: {e}"))?;
+    let s: Snapshot = serde_json::from_value(v).map_err(|e| CtlError::BadReply(line.clone(), e))?;
     Ok((line.trim_end().to_string(), s))
 }
 
@@ -75,9 +113,7 @@ fn main() {
         std::process::exit(2);
     };
     let r = match cli.cmd {
-        Cmd::Ping => control::request(&socket, "ping")
-            .map(|l| print!("{l}"))
-            .map_err(|e| format!("cannot talk to {}: {e}", socket.display())),
+        Cmd::Ping => talk(&socket, "ping").map(|l| print!("{l}")),
         Cmd::Stats {
             json,
             prometheus,
@@ -122,5 +158,12 @@ mod tests {
         assert_eq!(c.socket, Some(PathBuf::from("/x")));
         assert!(Cli::try_parse_from(["vcramctl", "stats", "--json", "--prometheus"]).is_err());
         assert!(Cli::try_parse_from(["vcramctl", "stats", "--watch", "0"]).is_err());
+        for bad in ["1e300", "86401", "inf", "NaN", "1e-300", "-1"] {
+            assert!(
+                Cli::try_parse_from(["vcramctl", "stats", "--watch", bad]).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(Cli::try_parse_from(["vcramctl", "stats", "--watch", "0.5"]).is_ok());
     }
 }

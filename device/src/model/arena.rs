@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! Image arena: compressed page images live in size classes of `GRANULE`-byte steps
 //! (64, 128, ..., 4096 bytes). Each class is a list of 256 KiB chunks cut into equal slots.
 //! Every chunk keeps its own intrusive free list (the next free slot's index is written in the

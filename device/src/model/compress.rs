@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! Page encoder: same-filled detection, then zstd (bulk API, one reused context), then the
 //! raw-storage decision. Works on plain byte slices.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! The page store: what the device holds for each 4 KiB page of the window, and the physical
 //! space accounting that follows from it. Independent of vhost and guest memory: it is fed
 //! plain byte slices, so it can be unit-tested and benchmarked directly.
@@ -47,7 +48,7 @@ impl PageState {
 ///   image was made from; Empty: 0.
 /// - `slot`: arena slot of the image (Compressed/Raw).
 /// - `meta`: bits 0..4 state, bits 16..29 image size in bytes (Overflow: size it needed).
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct Entry {
     word: u64,
@@ -56,8 +57,19 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// Whether `page` is the content this entry was made from (a word compare for empty and
+    /// same-filled pages, the xxh3-64 hash otherwise).
     #[inline]
-    fn state(&self) -> PageState {
+    pub fn matches(&self, page: &[u8]) -> bool {
+        match self.state() {
+            PageState::Empty => compress::is_filled_with(page, 0),
+            PageState::Same => compress::is_filled_with(page, self.word),
+            _ => xxh3_64(page) == self.word,
+        }
+    }
+
+    #[inline]
+    pub fn state(&self) -> PageState {
         PageState::from_bits(self.meta)
     }
     #[inline]
@@ -127,6 +139,8 @@ pub struct Counters {
     pub arena_bytes: u64,
     pub discard_pages: u64,
     pub commit_pages: u64,
+    /// Pages (re)stored from an encoding, by COMMIT or the scanner (each encoded once).
+    pub store_ops: u64,
     pub scans: u64,
     pub scan_pages: u64,
     pub scan_changed_pages: u64,
@@ -166,9 +180,86 @@ pub enum Scanned {
     Retried(Stored),
 }
 
+/// A page encoded (and hashed) outside the store: what [`Store::put_prepared`] and
+/// [`Store::install_scan`] hold. Encoding is the expensive part; it needs no lock.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    pub enc: Encoded,
+    /// xxh3-64 of the page (Compressed/Raw).
+    pub hash: u64,
+    /// The zstd image (Compressed) or the page itself (Raw); empty for Same.
+    pub image: Vec<u8>,
+}
+
+impl Prepared {
+    pub fn new(encoder: &mut Encoder, page: &[u8]) -> Prepared {
+        let enc = encoder.encode(page);
+        let (hash, image) = match enc {
+            Encoded::Same(_) => (0, Vec::new()),
+            Encoded::Compressed(n) => (
+                xxh3_64(page),
+                encoder.output().get(..n).unwrap_or(&[]).to_vec(),
+            ),
+            Encoded::Raw => (xxh3_64(page), page.to_vec()),
+        };
+        Prepared { enc, hash, image }
+    }
+}
+
+/// A page's entry and its block's generation, as seen when work on it started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Seen {
+    pub entry: Entry,
+    pub gen: u32,
+}
+
+/// What scanning one page outside the lock found.
+#[derive(Clone, Debug)]
+pub enum ScanWork {
+    Unchanged,
+    Changed(Prepared),
+    /// An unchanged overflow page, encoded for a retry (stored if space is free by then).
+    Retry(Prepared),
+}
+
+impl ScanWork {
+    /// Compare `page` (a stable copy) with `seen`; encode it if it changed, or if it is an
+    /// overflow page and `room()` says it might fit now. A page is encoded at most once.
+    pub fn new(
+        encoder: &mut Encoder,
+        seen: &Seen,
+        page: &[u8],
+        room: impl FnOnce() -> bool,
+    ) -> ScanWork {
+        if !seen.entry.matches(page) {
+            ScanWork::Changed(Prepared::new(encoder, page))
+        } else if seen.entry.state() == PageState::Overflow && room() {
+            ScanWork::Retry(Prepared::new(encoder, page))
+        } else {
+            ScanWork::Unchanged
+        }
+    }
+}
+
+/// What [`Store::verify`] found wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("store inconsistent: {0}")]
+pub struct Inconsistent(pub String);
+
+/// Pages per block of the occupancy summary.
+pub const BLOCK_PAGES: usize = 512;
+
 pub struct Store {
     cfg: StoreConfig,
     table: Vec<Entry>,
+    /// Per block of `BLOCK_PAGES` pages: how many entries are not Empty. Lets passes over holes
+    /// of the window skip blocks that hold nothing without reading their entries (the table is
+    /// allocated zeroed, so entries never touched stay unmapped).
+    occupied: Vec<u32>,
+    /// Per block of `BLOCK_PAGES` pages: bumped by every change of an entry in it. Work
+    /// prepared outside the store lock (scans, compression) is installed only if the
+    /// generation it started from is still current.
+    gens: Vec<u32>,
     arena: Arena,
     encoder: Encoder,
     c: Counters,
@@ -199,7 +290,9 @@ impl Store {
             high_b: pct(cfg.high_watermark),
             hyst_b: pct(cfg.hysteresis),
             cfg,
-            table: vec![Entry::default(); pages],
+            table: zeroed_table(pages)?,
+            occupied: vec![0; pages.div_ceil(BLOCK_PAGES)],
+            gens: vec![0; pages.div_ceil(BLOCK_PAGES)],
             arena: Arena::new(),
             encoder,
             c,
@@ -271,6 +364,14 @@ impl Store {
         let Some(e) = self.table.get(i).copied() else {
             return;
         };
+        if let Some(g) = self.gens.get_mut(i / BLOCK_PAGES) {
+            *g = g.wrapping_add(1);
+        }
+        if e.state() != PageState::Empty {
+            if let Some(b) = self.occupied.get_mut(i / BLOCK_PAGES) {
+                *b -= 1;
+            }
+        }
         let c = &mut self.c;
         match e.state() {
             PageState::Empty => return,
@@ -336,9 +437,101 @@ impl Store {
         if i >= self.table.len() || page.len() != PAGE {
             return None;
         }
+        let p = Prepared::new(&mut self.encoder, page);
+        Some(self.put(i, &p))
+    }
+
+    /// The entry of page `idx` and the generation of its block: what work prepared outside
+    /// the lock starts from.
+    pub fn snapshot(&self, idx: u64) -> Option<Seen> {
+        let i = usize::try_from(idx).ok()?;
+        Some(Seen {
+            entry: *self.table.get(i)?,
+            gen: *self.gens.get(i / BLOCK_PAGES)?,
+        })
+    }
+
+    /// Whether an overflow page of this entry would fit now.
+    pub fn has_room_for(&self, e: &Entry) -> bool {
+        let free = self
+            .cfg
+            .physical_capacity
+            .saturating_sub(self.physical_used());
+        free >= rounded(e.size().max(1)) as u64
+    }
+
+    /// Hold a page encoded outside the lock, unconditionally (COMMIT).
+    pub fn put_prepared(&mut self, idx: u64, p: &Prepared) -> Option<Stored> {
+        let i = usize::try_from(idx).ok()?;
+        if i >= self.table.len() {
+            return None;
+        }
+        Some(self.put(i, p))
+    }
+
+    /// Apply the results of scanning pages outside the lock: each one only if nothing changed
+    /// its block since it was seen (else the work is dropped: None; the next pass sees the page
+    /// again). All are checked before any is applied, so the batch's own changes do not void
+    /// the rest of it.
+    pub fn install_scans(&mut self, batch: &[(u64, Seen, &ScanWork)]) -> Vec<Option<Scanned>> {
+        let current: Vec<bool> = batch
+            .iter()
+            .map(|&(idx, seen, _)| self.snapshot(idx) == Some(seen))
+            .collect();
+        batch
+            .iter()
+            .zip(current)
+            .map(|(&(idx, seen, work), ok)| {
+                if ok {
+                    self.apply_scan(idx, seen, work)
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// One page of [`Store::install_scans`].
+    pub fn install_scan(&mut self, idx: u64, seen: Seen, work: &ScanWork) -> Option<Scanned> {
+        if self.snapshot(idx)? != seen {
+            return None;
+        }
+        self.apply_scan(idx, seen, work)
+    }
+
+    fn apply_scan(&mut self, idx: u64, seen: Seen, work: &ScanWork) -> Option<Scanned> {
+        let i = usize::try_from(idx).ok()?;
+        if i >= self.table.len() {
+            return None;
+        }
+        self.c.scan_pages += 1;
+        match work {
+            ScanWork::Unchanged => Some(Scanned::Unchanged),
+            ScanWork::Changed(p) => {
+                let r = self.put(i, p);
+                self.c.scan_changed_pages += 1;
+                Some(Scanned::Changed(r))
+            }
+            ScanWork::Retry(p) => {
+                if !self.has_room_for(&seen.entry) {
+                    return Some(Scanned::Unchanged);
+                }
+                let r = self.put(i, p);
+                self.c.scan_retried_pages += 1;
+                Some(Scanned::Retried(r))
+            }
+        }
+    }
+
+    /// Hold the prepared page as page `i` (i < pages), replacing what was held.
+    fn put(&mut self, i: usize, p: &Prepared) -> Stored {
         self.release(i);
-        let enc = self.encoder.encode(page);
-        let r = match enc {
+        self.c.store_ops += 1;
+        // Every outcome below leaves the entry non-Empty.
+        if let Some(b) = self.occupied.get_mut(i / BLOCK_PAGES) {
+            *b += 1;
+        }
+        let r = match p.enc {
             Encoded::Same(w) => {
                 if let Some(e) = self.table.get_mut(i) {
                     e.set(PageState::Same, 0, w, 0);
@@ -351,50 +544,41 @@ impl Store {
                 Stored::Same
             }
             Encoded::Compressed(_) | Encoded::Raw => {
-                let (size, state) = match enc {
+                let (size, state) = match p.enc {
                     Encoded::Compressed(n) => (n, PageState::Compressed),
                     _ => (PAGE, PageState::Raw),
                 };
-                let hash = xxh3_64(page);
                 let need = rounded(size) as u64;
-                if self.physical_used() + need > self.cfg.physical_capacity {
-                    self.note_overflow(i, hash, size);
-                    Stored::Overflow
+                let slot = if self.physical_used() + need > self.cfg.physical_capacity {
+                    None
                 } else {
-                    let slot = match state {
-                        PageState::Compressed => self
-                            .encoder
-                            .output()
-                            .get(..size)
-                            .and_then(|img| self.arena.store(img)),
-                        _ => self.arena.store(page),
-                    };
-                    match slot {
-                        None => {
-                            self.note_overflow(i, hash, size);
-                            Stored::Overflow
+                    p.image.get(..size).and_then(|img| self.arena.store(img))
+                };
+                match slot {
+                    None => {
+                        self.note_overflow(i, p.hash, size);
+                        Stored::Overflow
+                    }
+                    Some(slot) => {
+                        if let Some(e) = self.table.get_mut(i) {
+                            e.set(state, size, p.hash, slot);
                         }
-                        Some(slot) => {
-                            if let Some(e) = self.table.get_mut(i) {
-                                e.set(state, size, hash, slot);
-                            }
-                            self.c.stored_pages += 1;
-                            self.c.compressed_bytes += size as u64;
-                            self.c.image_bytes += need;
-                            if state == PageState::Raw {
-                                self.c.raw_pages += 1;
-                                Stored::Raw
-                            } else {
-                                self.c.compressed_pages += 1;
-                                Stored::Compressed(size)
-                            }
+                        self.c.stored_pages += 1;
+                        self.c.compressed_bytes += size as u64;
+                        self.c.image_bytes += need;
+                        if state == PageState::Raw {
+                            self.c.raw_pages += 1;
+                            Stored::Raw
+                        } else {
+                            self.c.compressed_pages += 1;
+                            Stored::Compressed(size)
                         }
                     }
                 }
             }
         };
         self.after_change();
-        Some(r)
+        r
     }
 
     /// Drop whatever page `idx` holds (the guest freed it; its memory is zeroed by the caller).
@@ -429,39 +613,147 @@ impl Store {
         true
     }
 
-    /// Compare the live content of page `idx` with what was last stored; restore it if it
-    /// changed. `scratch` receives a stable copy of the page when it must be (re)compressed.
+    /// Drop everything held: every page is empty (the caller zeroed the window).
+    pub fn reset(&mut self) {
+        // Every block changed, held or not: work prepared before the reset is void.
+        for g in &mut self.gens {
+            *g = g.wrapping_add(1);
+        }
+        let mut from = 0;
+        while let Some(i) = self.next_occupied(from, self.cfg.pages) {
+            if let Ok(i) = usize::try_from(i) {
+                self.release(i);
+            }
+            from = i + 1;
+        }
+        self.after_change();
+    }
+
+    /// The first page in `[from, end)` that is not Empty, skipping blocks that hold nothing.
+    pub fn next_occupied(&self, from: u64, end: u64) -> Option<u64> {
+        let end = usize::try_from(end.min(self.cfg.pages)).ok()?;
+        let mut i = usize::try_from(from).ok()?;
+        while i < end {
+            let block = i / BLOCK_PAGES;
+            let block_end = ((block + 1) * BLOCK_PAGES).min(end);
+            if self.occupied.get(block).copied().unwrap_or(0) == 0 {
+                i = block_end;
+                continue;
+            }
+            while i < block_end {
+                if self.table.get(i)?.state() != PageState::Empty {
+                    return Some(i as u64);
+                }
+                i += 1;
+            }
+        }
+        None
+    }
+
+    /// Recount the page table and the arena and compare with the counters and the occupancy
+    /// summary (for tests and consistency checks; reads every entry).
+    pub fn verify(&self) -> Result<(), Inconsistent> {
+        let c = self.counters();
+        let (mut stored, mut same, mut zero, mut comp, mut raw, mut over) = (0, 0, 0, 0, 0, 0);
+        let (mut bytes, mut rounded_bytes) = (0u64, 0u64);
+        let mut occupied = vec![0u32; self.occupied.len()];
+        for (i, e) in self.table.iter().enumerate() {
+            if e.state() != PageState::Empty {
+                occupied[i / BLOCK_PAGES] += 1;
+            }
+            match e.state() {
+                PageState::Empty => {}
+                PageState::Same => {
+                    stored += 1;
+                    same += 1;
+                    if e.word == 0 {
+                        zero += 1;
+                    }
+                }
+                PageState::Compressed => {
+                    stored += 1;
+                    comp += 1;
+                    bytes += e.size() as u64;
+                    rounded_bytes += rounded(e.size()) as u64;
+                }
+                PageState::Raw => {
+                    stored += 1;
+                    raw += 1;
+                    bytes += PAGE as u64;
+                    rounded_bytes += PAGE as u64;
+                }
+                PageState::Overflow => over += 1,
+            }
+        }
+        let want = (stored, same, zero, comp, raw, over, bytes, rounded_bytes);
+        let got = (
+            c.stored_pages,
+            c.same_pages,
+            c.zero_pages,
+            c.compressed_pages,
+            c.raw_pages,
+            c.overflow_pages,
+            c.compressed_bytes,
+            c.image_bytes,
+        );
+        if want != got {
+            return Err(Inconsistent(format!("counters {got:?}, recount {want:?}")));
+        }
+        if self.arena.live_bytes() != rounded_bytes {
+            return Err(Inconsistent(format!(
+                "arena holds {} bytes, images {rounded_bytes}",
+                self.arena.live_bytes()
+            )));
+        }
+        if c.physical_used != c.metadata_bytes + rounded_bytes
+            || c.physical_used > c.physical_capacity.max(c.metadata_bytes)
+            || c.max_physical_used < c.physical_used
+        {
+            return Err(Inconsistent(format!(
+                "physical used {} (max {}), metadata {} + images {rounded_bytes}, capacity {}",
+                c.physical_used, c.max_physical_used, c.metadata_bytes, c.physical_capacity
+            )));
+        }
+        if occupied != self.occupied {
+            return Err(Inconsistent(
+                "occupancy summary differs from the page table".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether page `idx` is recorded as reading zero (empty, or same-filled with 0).
+    pub fn is_zero(&self, idx: u64) -> bool {
+        usize::try_from(idx)
+            .ok()
+            .and_then(|i| self.table.get(i))
+            .is_some_and(|e| match e.state() {
+                PageState::Empty => true,
+                PageState::Same => e.word == 0,
+                _ => false,
+            })
+    }
+
+    /// Compare the content of page `idx` with what was last stored; restore it if it changed.
+    /// `live` is first copied to `scratch`, so the comparison and the image see the same bytes.
     pub fn scan_page(&mut self, idx: u64, live: &[u8], scratch: &mut [u8]) -> Option<Scanned> {
-        let i = usize::try_from(idx).ok()?;
-        let e = *self.table.get(i)?;
         if live.len() != PAGE || scratch.len() != PAGE {
             return None;
         }
-        self.c.scan_pages += 1;
-        let unchanged = match e.state() {
-            PageState::Empty => compress::is_filled_with(live, 0),
-            PageState::Same => compress::is_filled_with(live, e.word),
-            _ => xxh3_64(live) == e.word,
-        };
-        if unchanged {
-            if e.state() == PageState::Overflow {
-                let free = self
-                    .cfg
-                    .physical_capacity
-                    .saturating_sub(self.physical_used());
-                if free >= rounded(e.size().max(1)) as u64 {
-                    scratch.copy_from_slice(live);
-                    let r = self.store_page(idx, scratch)?;
-                    self.c.scan_retried_pages += 1;
-                    return Some(Scanned::Retried(r));
-                }
-            }
-            return Some(Scanned::Unchanged);
-        }
         scratch.copy_from_slice(live);
-        let r = self.store_page(idx, scratch)?;
-        self.c.scan_changed_pages += 1;
-        Some(Scanned::Changed(r))
+        self.scan_stable(idx, scratch)
+    }
+
+    /// Compare the stable copy `page` of page `idx` with what was last stored (a hash, or the
+    /// fill word); store it if it changed, or retry an overflow page once space is free.
+    pub fn scan_stable(&mut self, idx: u64, page: &[u8]) -> Option<Scanned> {
+        let seen = self.snapshot(idx)?;
+        if page.len() != PAGE {
+            return None;
+        }
+        let room = self.has_room_for(&seen.entry);
+        let work = ScanWork::new(&mut self.encoder, &seen, page, || room);
+        self.install_scan(idx, seen, &work)
     }
 
     /// Record one finished scan pass.
@@ -523,6 +815,25 @@ impl Store {
             }
             self.events.push(ModelEvent::Pressure { level: next, used });
         }
+    }
+}
+
+/// A page table of `pages` empty entries, allocated zeroed: the kernel maps its pages only
+/// when an entry is first written, so a sparse window costs only the entries in use.
+fn zeroed_table(pages: usize) -> std::io::Result<Vec<Entry>> {
+    if pages == 0 {
+        return Ok(Vec::new());
+    }
+    let layout = std::alloc::Layout::array::<Entry>(pages).map_err(std::io::Error::other)?;
+    // SAFETY: the layout is non-zero-sized (pages > 0). An all-zero Entry is a valid value
+    // (word 0, slot 0, meta 0: Empty), so the zeroed allocation holds `pages` initialized
+    // entries, allocated by the global allocator with the layout Vec<Entry> expects.
+    unsafe {
+        let p = std::alloc::alloc_zeroed(layout) as *mut Entry;
+        if p.is_null() {
+            return Err(std::io::Error::from(std::io::ErrorKind::OutOfMemory));
+        }
+        Ok(Vec::from_raw_parts(p, pages, pages))
     }
 }
 
@@ -802,6 +1113,7 @@ mod tests {
             );
             assert!(c.physical_used <= cap, "step {step}");
             assert!(c.max_physical_used >= c.physical_used);
+            s.verify().unwrap();
         }
         let c = s.counters();
         assert!(c.overflow_pages_total > 0, "the run never hit the capacity");
@@ -839,5 +1151,79 @@ mod tests {
         let c = s.counters();
         assert_eq!(c.scan_changed_pages, 3);
         assert_eq!(c.scan_pages, 6);
+    }
+
+    /// Work prepared outside the lock is dropped if its block changed meanwhile (a DISCARD of
+    /// a page that was empty already included), and kept if only the batch itself changed it.
+    #[test]
+    fn scan_work_is_dropped_when_its_block_changed() {
+        let mut s = Store::new(cfg(2048, 1 << 30)).unwrap();
+        let mut enc = Encoder::new(1, 4032).unwrap();
+        let page = text_page(1);
+        let seen = s.snapshot(5).unwrap();
+        let work = ScanWork::new(&mut enc, &seen, &page, || true);
+        assert!(matches!(work, ScanWork::Changed(_)));
+        // the guest discards page 5 (empty already) after the scanner copied it
+        assert!(s.discard_page(5));
+        assert_eq!(s.install_scan(5, seen, &work), None);
+        assert_eq!(s.state(5).unwrap().0, PageState::Empty);
+        // other blocks are unaffected; a batch in one block installs all of its pages
+        let seen: Vec<Seen> = (600..603).map(|i| s.snapshot(i).unwrap()).collect();
+        let works: Vec<ScanWork> = seen
+            .iter()
+            .map(|x| ScanWork::new(&mut enc, x, &page, || true))
+            .collect();
+        let batch: Vec<(u64, Seen, &ScanWork)> = (600..603)
+            .zip(&seen)
+            .zip(&works)
+            .map(|((i, x), w)| (i, *x, w))
+            .collect();
+        let r = s.install_scans(&batch);
+        assert!(r.iter().all(|x| matches!(x, Some(Scanned::Changed(_)))));
+        assert_eq!(s.counters().stored_pages, 3);
+        // unchanged pages are not encoded
+        let seen = s.snapshot(600).unwrap();
+        assert!(matches!(
+            ScanWork::new(&mut enc, &seen, &page, || true),
+            ScanWork::Unchanged
+        ));
+        s.verify().unwrap();
+    }
+
+    #[test]
+    fn occupancy_summary_skips_empty_blocks_and_reset_empties_the_store() {
+        let pages = 5 * BLOCK_PAGES as u64 + 7;
+        let mut s = Store::new(cfg(pages, 1 << 30)).unwrap();
+        assert_eq!(s.next_occupied(0, pages), None);
+        let at = [3u64, 700, 701, 2 * 512 + 511, pages - 1];
+        for &i in &at {
+            s.store_page(i, &text_page(i)).unwrap();
+        }
+        s.store_page(900, &vec![0u8; PAGE]).unwrap();
+        let mut found = Vec::new();
+        let mut from = 0;
+        while let Some(i) = s.next_occupied(from, pages) {
+            found.push(i);
+            from = i + 1;
+        }
+        assert_eq!(found, vec![3, 700, 701, 900, 2 * 512 + 511, pages - 1]);
+        assert_eq!(s.next_occupied(4, 700), None);
+        assert_eq!(s.next_occupied(702, pages), Some(900));
+        assert!(s.is_zero(900) && s.is_zero(0) && !s.is_zero(700));
+        s.discard_page(701);
+        assert_eq!(s.next_occupied(701, 900), None);
+        s.verify().unwrap();
+        let seen = s.snapshot(1800).unwrap();
+        s.reset();
+        assert_ne!(
+            s.snapshot(1800),
+            Some(seen),
+            "an empty block's generation moves too"
+        );
+        s.verify().unwrap();
+        let c = s.counters();
+        assert_eq!((c.stored_pages, c.image_bytes), (0, 0));
+        assert_eq!(c.physical_used, c.metadata_bytes);
+        assert_eq!(s.next_occupied(0, pages), None);
     }
 }

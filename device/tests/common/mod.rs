@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! Test harness: runs the real `vcram-device` binary and plays QEMU + guest driver against it
 //! with the `vhost` crate's `Frontend`, two memfds as guest memory (RAM at 0, the window at
 //! 4 GiB), split virtqueues written by hand, and the control socket for stats.

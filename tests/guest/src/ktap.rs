@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! A minimal KTAP (version 1) writer, as used by kernel selftests.
 
 use std::io::Write;

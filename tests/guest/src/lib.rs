@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! Shared helpers for the programs that run inside the vcram test guest.
 //!
 //! They are built statically (`-C target-feature=+crt-static`) and put into

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! Reading the guest's NUMA and memory state from procfs and sysfs.
 
 use std::fs;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! In-guest check of the test platform: NUMA layout and the untouched window.
 //!
 //! The launcher passes the window's base, size and node on the kernel command

@@ -1,4 +1,5 @@
-//! Command line of `vcram-workload` (hand-rolled: no dependencies).
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
+//! Command line of `vcram-workload` (clap; the help text is `USAGE`).
 
 use super::pattern::PatternSpec;
 
@@ -197,149 +198,191 @@ fn parse_secs(s: &str) -> Option<f64> {
     (v.is_finite() && v >= 0.0).then_some(v)
 }
 
-/// Parses the arguments (without the program name).
+/// The command line as clap reads it; [`parse`] turns it into a [`Config`]. The help text is
+/// [`USAGE`] (clap's own is off).
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "vcram-workload",
+    disable_help_flag = true,
+    disable_version_flag = true,
+    args_override_self = true
+)]
+struct Cli {
+    #[arg(short = 'h', long = "help")]
+    help: bool,
+    #[arg(long, value_parser = mib, overrides_with = "size")]
+    mib: Option<u64>,
+    #[arg(long, value_parser = size, overrides_with = "mib")]
+    size: Option<u64>,
+    #[arg(long = "node", alias = "nodes", value_parser = nodes)]
+    node: Option<NodeList>,
+    #[arg(long, value_parser = policy)]
+    policy: Option<Policy>,
+    #[arg(long, value_parser = PatternSpec::parse)]
+    pattern: Option<PatternSpec>,
+    #[arg(long, value_parser = u64_value)]
+    seed: Option<u64>,
+    #[arg(long)]
+    binary_dir: Option<String>,
+    #[arg(long)]
+    text_file: Option<String>,
+    #[arg(long)]
+    populate: bool,
+    #[arg(long, value_parser = oom_score_adj, allow_hyphen_values = true)]
+    oom_score_adj: Option<i32>,
+    #[arg(long, value_parser = thp)]
+    thp: Option<bool>,
+    #[arg(long)]
+    migrate: bool,
+    #[arg(long, value_parser = node_number)]
+    migrate_node: Option<u32>,
+    #[arg(long, value_parser = secs)]
+    wait_scan: Option<f64>,
+    #[arg(long, value_parser = bench)]
+    bench: Option<BenchMode>,
+    #[arg(long, value_parser = passes)]
+    passes: Option<u32>,
+    #[arg(long)]
+    hold: bool,
+    #[arg(long, value_parser = secs)]
+    hold_seconds: Option<f64>,
+    #[arg(long, value_parser = free)]
+    free: Option<FreeMode>,
+    #[arg(long)]
+    reuse: bool,
+    #[arg(long)]
+    json: bool,
+    #[arg(long)]
+    dump: Option<String>,
+}
+
+fn bad(v: &str) -> String {
+    format!("bad value {v:?}")
+}
+
+fn mib(v: &str) -> Result<u64, String> {
+    v.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << 20))
+        .ok_or_else(|| bad(v))
+}
+
+fn size(v: &str) -> Result<u64, String> {
+    parse_size(v).ok_or_else(|| bad(v))
+}
+
+/// One `--node` value (a list: clap must not take it for a repeated option).
+#[derive(Clone, Debug)]
+struct NodeList(Vec<u32>);
+
+fn nodes(v: &str) -> Result<NodeList, String> {
+    crate::sysfs::parse_node_list(v)
+        .filter(|n| !n.is_empty() && n.iter().all(|&x| x < super::numa::MAX_NODES))
+        .map(NodeList)
+        .ok_or_else(|| bad(v))
+}
+
+fn node_number(v: &str) -> Result<u32, String> {
+    v.parse()
+        .ok()
+        .filter(|&n| n < super::numa::MAX_NODES)
+        .ok_or_else(|| bad(v))
+}
+
+fn u64_value(v: &str) -> Result<u64, String> {
+    crate::sysfs::parse_u64(v).ok_or_else(|| bad(v))
+}
+
+fn oom_score_adj(v: &str) -> Result<i32, String> {
+    v.parse()
+        .ok()
+        .filter(|n: &i32| (-1000..=1000).contains(n))
+        .ok_or_else(|| bad(v))
+}
+
+fn secs(v: &str) -> Result<f64, String> {
+    parse_secs(v).ok_or_else(|| bad(v))
+}
+
+fn passes(v: &str) -> Result<u32, String> {
+    v.parse().ok().filter(|&n| n > 0).ok_or_else(|| bad(v))
+}
+
+fn policy(v: &str) -> Result<Policy, String> {
+    match v {
+        "mbind" => Ok(Policy::Mbind),
+        "set_mempolicy" => Ok(Policy::SetMempolicy),
+        "none" => Ok(Policy::None),
+        _ => Err(bad(v)),
+    }
+}
+
+fn thp(v: &str) -> Result<bool, String> {
+    match v {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(bad(v)),
+    }
+}
+
+fn bench(v: &str) -> Result<BenchMode, String> {
+    match v {
+        "read" => Ok(BenchMode::Read),
+        "write" => Ok(BenchMode::Write),
+        _ => Err(bad(v)),
+    }
+}
+
+fn free(v: &str) -> Result<FreeMode, String> {
+    match v {
+        "munmap" => Ok(FreeMode::Munmap),
+        "dontneed" => Ok(FreeMode::DontNeed),
+        _ => Err(bad(v)),
+    }
+}
+
+/// Parses the arguments (without the program name). `-h`/`--help` anywhere asks for the help
+/// text; errors are clap's messages (see --help).
 pub fn parse<I, S>(args: I) -> Result<Parsed, String>
 where
     I: IntoIterator<Item = S>,
     S: AsRef<str>,
 {
-    let mut c = Config::default();
+    use clap::Parser;
     let args: Vec<String> = args.into_iter().map(|a| a.as_ref().to_string()).collect();
-    let mut i = 0;
-    while i < args.len() {
-        let arg = &args[i];
-        i += 1;
-        let (key, inline) = match arg.split_once('=') {
-            Some((k, v)) if k.starts_with("--") => (k, Some(v.to_string())),
-            _ => (arg.as_str(), None),
-        };
-        // fetches the option's value (inline `--k=v` or the next argument)
-        let mut value = || -> Result<String, String> {
-            if let Some(v) = &inline {
-                return Ok(v.clone());
-            }
-            let v = args
-                .get(i)
-                .cloned()
-                .ok_or_else(|| format!("{key} needs a value"))?;
-            i += 1;
-            Ok(v)
-        };
-        let bad = |v: &str| format!("bad value for {key}: {v:?}");
-        match key {
-            "-h" | "--help" => return Ok(Parsed::Help),
-            "--mib" => {
-                let v = value()?;
-                let n: u64 = v.parse().map_err(|_| bad(&v))?;
-                c.size = Some(n.checked_mul(1 << 20).ok_or_else(|| bad(&v))?);
-            }
-            "--size" => {
-                let v = value()?;
-                c.size = Some(parse_size(&v).ok_or_else(|| bad(&v))?);
-            }
-            "--node" | "--nodes" => {
-                let v = value()?;
-                let nodes = crate::sysfs::parse_node_list(&v).ok_or_else(|| bad(&v))?;
-                if nodes.is_empty() || nodes.iter().any(|&n| n >= super::numa::MAX_NODES) {
-                    return Err(bad(&v));
-                }
-                c.nodes = nodes;
-            }
-            "--policy" => {
-                let v = value()?;
-                c.policy = match v.as_str() {
-                    "mbind" => Policy::Mbind,
-                    "set_mempolicy" => Policy::SetMempolicy,
-                    "none" => Policy::None,
-                    _ => return Err(bad(&v)),
-                };
-            }
-            "--pattern" => {
-                let v = value()?;
-                c.pattern = PatternSpec::parse(&v).map_err(|e| format!("--pattern: {e}"))?;
-            }
-            "--seed" => {
-                let v = value()?;
-                c.seed = crate::sysfs::parse_u64(&v).ok_or_else(|| bad(&v))?;
-            }
-            "--binary-dir" => c.binary_dir = value()?,
-            "--text-file" => c.text_file = Some(value()?),
-            "--populate" => c.populate = true,
-            "--oom-score-adj" => {
-                let v = value()?;
-                c.oom_score_adj = Some(
-                    v.parse()
-                        .ok()
-                        .filter(|n: &i32| (-1000..=1000).contains(n))
-                        .ok_or_else(|| bad(&v))?,
-                );
-            }
-            "--thp" => {
-                let v = value()?;
-                c.thp = match v.as_str() {
-                    "on" => Some(true),
-                    "off" => Some(false),
-                    _ => return Err(bad(&v)),
-                };
-            }
-            "--migrate" => c.migrate = true,
-            "--migrate-node" => {
-                let v = value()?;
-                c.migrate_node = v
-                    .parse()
-                    .ok()
-                    .filter(|&n| n < super::numa::MAX_NODES)
-                    .ok_or_else(|| bad(&v))?;
-            }
-            "--wait-scan" => {
-                let v = value()?;
-                c.wait_scan = Some(parse_secs(&v).ok_or_else(|| bad(&v))?);
-            }
-            "--bench" => {
-                let v = value()?;
-                c.bench = Some(match v.as_str() {
-                    "read" => BenchMode::Read,
-                    "write" => BenchMode::Write,
-                    _ => return Err(bad(&v)),
-                });
-            }
-            "--passes" => {
-                let v = value()?;
-                c.passes = v.parse().ok().filter(|&n| n > 0).ok_or_else(|| bad(&v))?;
-            }
-            "--hold" => c.hold = true,
-            "--hold-seconds" => {
-                let v = value()?;
-                c.hold_seconds = Some(parse_secs(&v).ok_or_else(|| bad(&v))?);
-            }
-            "--free" => {
-                let v = value()?;
-                c.free = match v.as_str() {
-                    "munmap" => FreeMode::Munmap,
-                    "dontneed" => FreeMode::DontNeed,
-                    _ => return Err(bad(&v)),
-                };
-            }
-            "--reuse" => c.reuse = true,
-            "--json" => c.json = true,
-            "--dump" => c.dump = Some(value()?),
-            _ => return Err(format!("unknown argument {arg:?} (see --help)")),
-        }
-        if inline.is_some() && !takes_value(key) {
-            return Err(format!("{key} takes no value"));
-        }
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        return Ok(Parsed::Help);
     }
+    let cli = Cli::try_parse_from(std::iter::once("vcram-workload".to_string()).chain(args))
+        .map_err(|e| e.to_string().trim_end().to_string())?;
+    let d = Config::default();
+    let c = Config {
+        size: cli.size.or(cli.mib),
+        nodes: cli.node.map_or(d.nodes, |n| n.0),
+        policy: cli.policy.unwrap_or(d.policy),
+        pattern: cli.pattern.unwrap_or(d.pattern),
+        seed: cli.seed.unwrap_or(d.seed),
+        binary_dir: cli.binary_dir.unwrap_or(d.binary_dir),
+        text_file: cli.text_file,
+        populate: cli.populate,
+        oom_score_adj: cli.oom_score_adj,
+        thp: cli.thp,
+        migrate: cli.migrate,
+        migrate_node: cli.migrate_node.unwrap_or(d.migrate_node),
+        wait_scan: cli.wait_scan,
+        bench: cli.bench,
+        passes: cli.passes.unwrap_or(d.passes),
+        hold: cli.hold,
+        hold_seconds: cli.hold_seconds,
+        free: cli.free.unwrap_or(d.free),
+        reuse: cli.reuse,
+        json: cli.json,
+        dump: cli.dump,
+    };
     if c.size == Some(0) {
         return Err("the buffer size must not be 0".into());
     }
     Ok(Parsed::Run(Box::new(c)))
-}
-
-fn takes_value(key: &str) -> bool {
-    !matches!(
-        key,
-        "--populate" | "--migrate" | "--hold" | "--reuse" | "--json" | "-h" | "--help"
-    )
 }
 
 #[cfg(test)]
@@ -420,6 +463,11 @@ mod tests {
         assert_eq!(parse_size("M"), None);
         assert_eq!(parse_size("x"), None);
         assert_eq!(run(&["--size", "2M"]).size, Some(2 << 20));
+        // the last of --mib and --size wins
+        assert_eq!(run(&["--size", "2M", "--mib", "3"]).size, Some(3 << 20));
+        assert_eq!(run(&["--mib", "3", "--size", "2M"]).size, Some(2 << 20));
+        // a repeated option: the last value wins
+        assert_eq!(run(&["--passes", "2", "--passes", "7"]).passes, 7);
     }
 
     #[test]

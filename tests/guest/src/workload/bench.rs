@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! Sequential read and write bandwidth over the buffer.
 
 use std::hint::black_box;

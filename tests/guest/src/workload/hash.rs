@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! Page checksums and the seeded pseudo-random generator.
 //!
 //! The checksum is a 64-bit hash over a page's 8-byte words in four

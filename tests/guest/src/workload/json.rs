@@ -1,6 +1,8 @@
-//! A minimal JSON value and writer (no dependencies).
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
+//! A JSON value that keeps the order of object keys, written by serde_json.
 
-use std::fmt::Write;
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde::{Serialize, Serializer};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Json {
@@ -31,44 +33,51 @@ impl Json {
         }
     }
 
+    /// Appends the JSON text to `out` (serialized by serde_json).
     pub fn write(&self, out: &mut String) {
+        out.push_str(&serde_json::to_string(self).unwrap_or_else(|_| "null".into()));
+    }
+}
+
+/// Numbers are written with up to 3 decimals (an integral result as an integer); NaN and
+/// infinities become `null`.
+fn rounded(x: f64) -> Option<serde_json::Number> {
+    if !x.is_finite() {
+        return None;
+    }
+    let r = (x * 1000.0).round() / 1000.0;
+    if r == r.trunc() && r.abs() < 9.0e15 {
+        Some(serde_json::Number::from(r as i64))
+    } else {
+        serde_json::Number::from_f64(r)
+    }
+}
+
+impl Serialize for Json {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
-            Json::Null => out.push_str("null"),
-            Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-            Json::Int(i) => {
-                let _ = write!(out, "{i}");
-            }
-            Json::Num(x) => {
-                if x.is_finite() {
-                    let s = format!("{x:.3}");
-                    let s = s.trim_end_matches('0').trim_end_matches('.');
-                    out.push_str(if s.is_empty() || s == "-" { "0" } else { s });
-                } else {
-                    out.push_str("null");
-                }
-            }
-            Json::Str(s) => write_str(s, out),
+            Json::Null => s.serialize_unit(),
+            Json::Bool(b) => s.serialize_bool(*b),
+            Json::Int(i) => s.serialize_i64(*i),
+            Json::Num(x) => match rounded(*x) {
+                Some(n) => n.serialize(s),
+                None => s.serialize_unit(),
+            },
+            Json::Str(v) => s.serialize_str(v),
             Json::Arr(v) => {
-                out.push('[');
-                for (i, x) in v.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    x.write(out);
+                let mut seq = s.serialize_seq(Some(v.len()))?;
+                for x in v {
+                    seq.serialize_element(x)?;
                 }
-                out.push(']');
+                seq.end()
             }
+            // (a map, not serde_json::Map: the keys keep their order)
             Json::Obj(v) => {
-                out.push('{');
-                for (i, (k, x)) in v.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    write_str(k, out);
-                    out.push(':');
-                    x.write(out);
+                let mut map = s.serialize_map(Some(v.len()))?;
+                for (k, x) in v {
+                    map.serialize_entry(k, x)?;
                 }
-                out.push('}');
+                map.end()
             }
         }
     }
@@ -80,24 +89,6 @@ impl std::fmt::Display for Json {
         self.write(&mut s);
         f.write_str(&s)
     }
-}
-
-fn write_str(s: &str, out: &mut String) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 impl From<bool> for Json {

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! `vcram-workload`: the in-guest workload that allocates memory on a NUMA
 //! node (normally the private node of the vcram expander), fills it with a
 //! pattern of chosen compressibility and checks that it stays intact and in

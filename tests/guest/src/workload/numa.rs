@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! Raw NUMA syscalls (mbind, set_mempolicy, move_pages) and the anonymous
 //! mapping they act on. No libnuma: it refuses private nodes.
 

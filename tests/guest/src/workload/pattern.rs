@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! Fill patterns: what each page of the buffer contains.
 //!
 //! Every page's contents depend only on the pattern, the seed and the page

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! Phase results, printed as KTAP (one test case per phase) or gathered
 //! into one JSON object.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! The phases of a run, in order (each one KTAP test case):
 //!
 //! 1. `alloc_bind`: set_mempolicy (with `--policy set_mempolicy`), mmap a

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //! SIGBUS reporting and the release signals of `--hold`.
 //!
 //! A SIGBUS while the buffer is touched (the device's window ran out of

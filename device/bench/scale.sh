@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
+# vcram-device at scale, in one run (issue 11's benchmarks):
+#  - host RSS and scan time for sparse windows of 1, 8 and 64 GiB with 256 MiB written as a
+#    guest writes (2 MiB runs spread over the window), found by the scanner;
+#  - scan-and-compress throughput with --threads 1 and 2, against `zstd -b1 -B4096` on the
+#    same pages;
+#  - the control socket under 1000 connected clients: daemon threads, RSS, `vcramctl stats`
+#    latency.
+#
+#   device/bench/scale.sh
+#
+# Environment: VCRAM_BENCH_DIR (work dir, default a new /tmp dir), VCRAM_BENCH_WINDOWS
+# (window sizes in GiB, default "1 8 64"). Prints Markdown tables (also written to
+# $VCRAM_BENCH_DIR/scale.md).
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$repo"
+work=${VCRAM_BENCH_DIR:-$(mktemp -d /tmp/vcram-scale.XXXXXX)}
+mkdir -p "$work"
+log() { printf '%s\n' "$*" >&2; }
+command -v zstd >/dev/null || { log "zstd CLI missing (apt-get install zstd)"; exit 1; }
+
+out=$work/raw.txt
+dump=$work/pages.bin
+if [ "${VCRAM_BENCH_REUSE:-0}" = 1 ] && [ -s "$out" ] && [ -s "$work/zstd.txt" ]; then
+    log "reusing the measurements in $work"
+else
+    log "building and running the measurements (release)"
+    # (the test harness prints progress dots before the measurement lines: dropped)
+    VCRAM_BENCH_DUMP=$dump cargo test --release -q -p vcram-device --test bench_vhost -- \
+        --ignored --nocapture --test-threads=1 scale_ | sed -E 's/^[.]+//' >"$out"
+    zstd -b1 -B4096 "$dump" 2>&1 | tr '\r' '\n' | grep -E 'MB/s' | tail -n 1 >"$work/zstd.txt"
+fi
+zstd_mbps=$(sed -E 's/.*[(]x?[0-9.]+[)], *([0-9.]+) MB\/s.*/\1/' "$work/zstd.txt")
+[[ $zstd_mbps =~ ^[0-9.]+$ ]] || zstd_mbps=$(grep -oE '[0-9.]+ MB/s' "$work/zstd.txt" | head -n 1 | cut -d' ' -f1)
+
+kv() { # kv LINE KEY
+    printf '%s\n' "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"
+}
+mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
+
+{
+    echo "Measured $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) CPU(s), load average $(cut -d' ' -f1-3 /proc/loadavg); $(zstd --version | head -n 1)."
+    echo
+    echo "| window | touched | images | metadata | daemon VmRSS | RssAnon | RssShmem | target (touched + images + metadata + 64 MiB) | met | first scan ms | scan ms (unchanged, best of 3) | scan vs 1 GiB |"
+    echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    base_ms=""
+    grep '^scale ' "$out" | while read -r line; do
+        g=$(kv "$line" window_gib)
+        t=$(kv "$line" touched)
+        i=$(kv "$line" images)
+        m=$(kv "$line" metadata)
+        r=$(kv "$line" vm_rss)
+        a=$(kv "$line" rss_anon)
+        s=$(kv "$line" rss_shmem)
+        f=$(kv "$line" first_scan_ms)
+        ms=$(kv "$line" scan_ms)
+        target=$((t + i + m + (64 << 20)))
+        met=no
+        [ "$r" -le "$target" ] && met=yes
+        [ -n "$base_ms" ] || base_ms=$ms
+        ratio=$(awk -v a="$ms" -v b="$base_ms" 'BEGIN { printf "%.2fx", a / b }')
+        echo "| $g GiB | $(mib "$t") MiB | $(mib "$i") MiB | $(mib "$m") MiB | $(mib "$r") MiB | $(mib "$a") MiB | $(mib "$s") MiB | $(mib "$target") MiB | $met | $f | $ms | $ratio |"
+    done
+    echo
+    echo "Scan and compression of 256 MiB written directly (one pass finds and compresses every page, best of 3), on $(nproc) cores shared with other work:"
+    echo
+    echo "| workers | MB/s | vs 1 worker | daemon CPU seconds per second | MB per CPU second | per CPU second vs zstd -b1 -B4096 ($zstd_mbps MB/s, one core) |"
+    echo "| --- | --- | --- | --- | --- | --- |"
+    one=""
+    grep '^threads ' "$out" | while read -r line; do
+        n=$(kv "$line" n)
+        v=$(kv "$line" scan_compress_mbps)
+        c=$(kv "$line" cpu_per_wall)
+        [ -n "$one" ] || one=$v
+        per=$(awk -v a="$v" -v c="$c" 'BEGIN { printf "%.1f", a / c }')
+        echo "| $n | $v | $(awk -v a="$v" -v b="$one" 'BEGIN { printf "%.2fx", a / b }') | $c | $per | $(awk -v a="$per" -v z="$zstd_mbps" 'BEGIN { printf "%.2fx", a / z }') |"
+    done
+    echo
+    echo "Control socket with 1000 clients connected and idle (half of them mid-line):"
+    echo
+    echo "| clients | daemon threads before / with them | VmRSS before / with them | vcramctl stats median / max |"
+    echo "| --- | --- | --- | --- |"
+    grep '^control ' "$out" | while read -r line; do
+        echo "| $(kv "$line" clients) | $(kv "$line" threads_before) / $(kv "$line" threads) | $(mib "$(kv "$line" rss_before)") / $(mib "$(kv "$line" rss)") MiB | $(kv "$line" stats_ms_median) / $(kv "$line" stats_ms_max) ms |"
+    done
+} | tee "$work/scale.md"
