@@ -20,6 +20,8 @@ vcram-workload --policy none --node 0 --mib 96 --pattern random --free munmap >/
 echo "flow: hog_status=$rc"
 echo "flow: node1_used_kb_after_hogs=$(used1)"
 echo "FLOW-HOGS-DONE"
+# (the host reads the device's stats now)
+sleep 6
 # A task that names node 1 has opted in, whatever the mode: preferred and
 # interleave policies reach the private node too (ptest hog prints the pages
 # per node: "hog: 48 MiB N0=.. N1=..").
@@ -32,7 +34,6 @@ rc=0
 numactl --interleave=0,1 ptest hog 48 >/tmp/il.out 2>&1 || rc=$?
 echo "flow: interleave_status=$rc"
 echo "flow: interleave_n1=$(n1pages /tmp/il.out)"
-sleep 6
 # With the whole process bound to node 1, its pages (buffer, corpora,
 # checksums) must land there.
 numactl --membind=1 vcram-workload --policy none --node 1 --mib 16 --pattern text \
