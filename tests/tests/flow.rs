@@ -358,7 +358,7 @@ fn only_allocations_that_name_the_node_reach_it() {
 }
 
 /// Pressure: with 96 MiB of physical capacity, a holder keeps 32 MiB of text
-/// on the node, then an incompressible 160 MiB writer crosses the high
+/// on the node, then an incompressible 480 MiB writer crosses the high
 /// watermark. The device raises HIGH (`high_events` >= 1), the driver counts
 /// the PRESSURE events (`events_pressure` > 0), and the holder's checksums
 /// still verify afterwards (nothing already stored is lost).
