@@ -26,10 +26,10 @@ module_param(device_id, uint, 0444);
 MODULE_PARM_DESC(device_id,
 		 "virtio device id of the vcram device (default 6, PCI 1af4:1046)");
 
-unsigned long vcram_caps = NODE_PRIVATE_MEMPOLICY | NODE_PRIVATE_USER_MIGRATE;
+unsigned long vcram_caps = NODE_PRIVATE_CAP_USER_NUMA;
 module_param_named(caps, vcram_caps, ulong, 0644);
 MODULE_PARM_DESC(caps,
-		 "Private node capabilities: 1 mempolicy, 2 user migrate, 4 tiering (needs 8), 8 reclaim (default 3); used when the memory is added");
+		 "Private node capabilities: 1 reclaim, 2 user NUMA (mempolicy and migration), 4 hot-unplug, 8 demotion (needs 1), 16 NUMA balancing, 32 long-term pins (default 2); used when the memory is added");
 
 int vcram_adistance = VCRAM_DEFAULT_ADISTANCE;
 module_param_named(adistance, vcram_adistance, int, 0644);

@@ -131,7 +131,7 @@ static void vcram_resume(struct vcram *vc)
  */
 void vcram_queue_pressure(struct vcram *vc)
 {
-	queue_work(system_unbound_wq, &vc->pressure_work);
+	queue_work(system_dfl_wq, &vc->pressure_work);
 }
 
 void vcram_pressure_work(struct work_struct *work)
@@ -192,9 +192,9 @@ int vcram_mem_add(struct vcram *vc)
 	vc->np.name = KBUILD_MODNAME;
 	vc->np.caps = READ_ONCE(vcram_caps);
 	if ((vc->np.caps & ~NODE_PRIVATE_CAPS_ALL) ||
-	    ((vc->np.caps & NODE_PRIVATE_TIERING) &&
-	     !(vc->np.caps & NODE_PRIVATE_RECLAIM))) {
-		dev_err(dev, "caps %#lx: only bits %#lx exist, and tiering (4) needs reclaim (8)\n",
+	    ((vc->np.caps & NODE_PRIVATE_CAP_DEMOTION) &&
+	     !(vc->np.caps & NODE_PRIVATE_CAP_RECLAIM))) {
+		dev_err(dev, "caps %#lx: only bits %#lx exist, and demotion (8) needs reclaim (1)\n",
 			vc->np.caps, (unsigned long)NODE_PRIVATE_CAPS_ALL);
 		return -EINVAL;
 	}
@@ -211,7 +211,7 @@ int vcram_mem_add(struct vcram *vc)
 	}
 	ret = add_private_memory_driver_managed(vc->nid, vc->base, vc->size,
 						"System RAM (vcram)", MHP_NONE,
-						&vc->np);
+						MMOP_ONLINE_MOVABLE, &vc->np);
 	if (ret) {
 		dev_err(dev, "adding [%#llx-%#llx] to node %d as private memory (caps %#lx) failed: %d\n",
 			vc->base, vcram_window_end(vc) - 1, vc->nid,
@@ -219,9 +219,8 @@ int vcram_mem_add(struct vcram *vc)
 		vcram_put_mtype(vc);
 		return ret;
 	}
+	/* The registration pins this module until the memory is removed. */
 	vc->added = true;
-	/* The node's callbacks live in this module: stay until removed. */
-	__module_get(THIS_MODULE);
 	dev_info(dev, "node %d: %llu MiB of private memory at %#llx, caps %#lx, adistance %d\n",
 		 vc->nid, vc->size >> 20, vc->base, vc->np.caps,
 		 vc->mtype ? vc->mtype->adistance : 0);
@@ -260,6 +259,5 @@ int vcram_mem_remove(struct vcram *vc)
 	vcram_put_mtype(vc);
 	mutex_unlock(&vc->lock);
 	dev_info(dev, "node %d: private memory removed\n", vc->nid);
-	module_put(THIS_MODULE);
 	return 0;
 }

@@ -1,6 +1,6 @@
 #!/bin/sh
 # SPDX-License-Identifier: GPL-2.0
-# In-guest test of vcram.ko as a demotion target (caps TIERING|RECLAIM),
+# In-guest test of vcram.ko as a demotion target (caps RECLAIM|USER_NUMA|HOTUNPLUG|DEMOTION),
 # KTAP output.  Needs a guest whose node 0 is small enough that writing
 # VCRAM_MB (default 400) MiB there makes reclaim demote (512 MiB guests).
 
@@ -31,7 +31,7 @@ insmod "$KO" caps=15
 for d in /sys/bus/virtio/drivers/vcram/virtio*; do
 	[ -e "$d" ] && VDIR=$d/vcram
 done
-check "bound with caps tiering|reclaim" test "$(stat caps)" = 0xf
+check "bound with caps reclaim|user NUMA|hot-unplug|demotion" test "$(stat caps)" = 0xf
 
 t0=$(tier_of 0)
 t1=$(tier_of "$NODE")

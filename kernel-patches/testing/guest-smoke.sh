@@ -4,7 +4,7 @@
 D=/sys/kernel/debug/test_private_node
 KO=$(ls /lib/modules/*/kernel/mm/test_private_node.ko)
 N1=/sys/devices/system/node/node1/meminfo
-echo "### A: caps=3"
+echo "### A: caps=2"
 insmod $KO
 echo "has_memory=$(cat /sys/devices/system/node/has_memory) has_private_memory=$(cat /sys/devices/system/node/has_private_memory)"
 ps | grep -E "kswapd|kcompactd" | grep -v grep
@@ -42,9 +42,9 @@ insmod $KO caps=0
 grep Mems_allowed_list /proc/self/status
 ptest nomigrate
 echo 1 > $D/remove; echo "remove rc=$?"; rmmod test_private_node; echo "rmmod rc=$?"
-echo "### C: caps=4 (tiering without reclaim)"
-insmod $KO caps=4; echo "insmod rc=$?"
-echo "### D: caps=15, demotion"
+echo "### C: caps=8 (demotion without reclaim)"
+insmod $KO caps=8; echo "insmod rc=$?"
+echo "### D: caps=15 (reclaim, user NUMA, hot-unplug, demotion)"
 insmod $KO caps=15
 ps | grep -E "kswapd1|kcompactd1" | grep -v grep
 echo 1 > /sys/kernel/mm/numa/demotion_enabled

@@ -3,6 +3,13 @@
  * the test initramfs, run by tests/guest/scripts/private-node.sh).
  * Build: gcc -O2 -static -o ptest ptest.c
  *   ptest [nomigrate]      mbind/move_pages checks against node 1, TAP-like
+ *   ptest refused          what an owner without USER_NUMA refuses
+ *   ptest filemove         mbind(MPOL_MF_MOVE) never moves page cache to node 1
+ *   ptest orphan FILE      remove node 1 through FILE (the test owner's debugfs
+ *                          "remove"), then fault under BIND{1}: SIGBUS
+ *   ptest pageout MiB      swap a BIND{1} range out (MADV_PAGEOUT) and back in
+ *   ptest shmswap MiB      shmem under a BIND{1} task policy, swapped out and in
+ *   ptest raswap PAGES     cluster readahead next to a BIND{1} range's slots
  *   ptest hog MiB [hold]   touch MiB of anonymous memory, print pages per node
  *   ptest thp MiB          the same with MADV_HUGEPAGE on a 2 MiB aligned range,
  *                          also prints how many pages were in huge pages
@@ -25,6 +32,8 @@
 #define MPOL_PREFERRED 1
 #define MPOL_BIND 2
 #define MPOL_INTERLEAVE 3
+#define MPOL_PREFERRED_MANY 5
+#define MPOL_WEIGHTED_INTERLEAVE 6
 #define MPOL_MF_MOVE (1 << 1)
 
 static int n;
@@ -204,6 +213,214 @@ static int paused(const char *ctl)
 	return 0;
 }
 
+/*
+ * mbind(MPOL_MF_MOVE) of page cache: a private mapping of a shmem file
+ * (memfd), read in on node 0, must not move to node 1 under BIND{1}:
+ * only anonymous memory moves to a private node.
+ */
+static int filemove(void)
+{
+	long pages = 256, i, r;
+	size_t len = pages * 4096;
+	char buf[4096];
+	volatile char sink = 0;
+	int fd = syscall(SYS_memfd_create, "ptest", 0);
+	char *f;
+
+	memset(buf, 0x5a, sizeof(buf));
+	for (i = 0; fd >= 0 && i < pages; i++)
+		if (write(fd, buf, sizeof(buf)) != sizeof(buf))
+			break;
+	f = fd >= 0 ? mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0) : MAP_FAILED;
+	check(f != MAP_FAILED && i == pages, "file pages written and mapped", i);
+	if (f == MAP_FAILED)
+		return 1;
+	for (i = 0; i < pages; i++)
+		sink += f[i * 4096];
+	r = count_on(f, pages, 0);
+	check(r == pages, "file pages start on node 0", r);
+	r = mbind_(f, len, MPOL_BIND, 1UL << 1, MPOL_MF_MOVE);
+	printf("# mbind(BIND{1}, MPOL_MF_MOVE) of file pages: %ld errno %d\n", r, r ? errno : 0);
+	r = count_on(f, pages, 1);
+	check(r == 0, "mbind(MPOL_MF_MOVE) leaves page cache off node 1", r);
+	for (i = 0, r = 0; i < pages; i++)
+		r += f[i * 4096] != 0x5a;
+	check(r == 0, "file pages intact after mbind(MPOL_MF_MOVE)", r);
+	printf("1..%d\n", n);
+	return 0;
+}
+
+/*
+ * A bind policy to node 1 whose memory is gone: remove the node through
+ * the owner's debugfs file @ctl, then fault under BIND{1}.  The fault must
+ * fail with SIGBUS, not retry forever.
+ */
+static int orphan(const char *ctl)
+{
+	char *c = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	long r = mbind_(c, 4096, MPOL_BIND, 1UL << 1, 0);
+	int st = 0, i;
+	pid_t pid;
+
+	check(r == 0, "orphan: mbind(MPOL_BIND, {1}) before removal", r ? -errno : 0);
+	r = write_file(ctl, "1");
+	check(r == 0, "orphan: node 1 removed by its owner", r);
+	pid = fork();
+	if (pid == 0) {
+		c[0] = 1;
+		_exit(0);
+	}
+	/* Give a livelocked fault 20 s, then kill it. */
+	for (i = 0; i < 200 && waitpid(pid, &st, WNOHANG) == 0; i++)
+		usleep(100000);
+	if (i == 200) {
+		kill(pid, SIGKILL);
+		waitpid(pid, &st, 0);
+		printf("# orphan: the fault was still retrying after 20 s\n");
+		st = -1;
+	}
+	check(st != -1 && WIFSIGNALED(st) && WTERMSIG(st) == SIGBUS,
+	      "orphan: a fault under BIND{1} without node 1 is SIGBUS", st);
+	printf("1..%d\n", n);
+	return 0;
+}
+
+/* An owner that allows no user placement (caps without USER_NUMA). */
+static int refused(void)
+{
+	long pages = 1024, r, i;
+	size_t len = pages * 4096;
+	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	void **addrs = malloc(pages * sizeof(void *));
+	int *nodes = malloc(pages * sizeof(int));
+	int *status = malloc(pages * sizeof(int));
+
+	r = mbind_(p, len, MPOL_BIND, 1UL << 1, 0);
+	check(r == -1 && errno == EINVAL, "refused: mbind(MPOL_BIND, {1}) is EINVAL", r ? -errno : 0);
+	r = mbind_(p, len, MPOL_PREFERRED, 1UL << 1, 0);
+	check(r == -1 && errno == EINVAL, "refused: mbind(MPOL_PREFERRED, {1}) is EINVAL", r ? -errno : 0);
+	r = mbind_(p, len, MPOL_INTERLEAVE, 1UL << 1, 0);
+	check(r == -1 && errno == EINVAL, "refused: mbind(MPOL_INTERLEAVE, {1}) is EINVAL", r ? -errno : 0);
+	r = mbind_(p, len, MPOL_BIND, 3UL, 0);
+	check(r == 0, "refused: mbind(MPOL_BIND, {0,1}) keeps node 0", r ? -errno : 0);
+	memset(p, 1, len);
+	r = count_on(p, pages, 1);
+	check(r == 0 && count_on(p, pages, 0) == pages, "refused: BIND{0,1} never uses node 1", r);
+	for (i = 0; i < pages; i++) {
+		addrs[i] = p + i * 4096;
+		nodes[i] = 1;
+	}
+	r = syscall(SYS_move_pages, 0, pages, addrs, nodes, status, 0);
+	check(r == -1 && errno == ENODEV, "refused: move_pages to node 1 is ENODEV", r ? -errno : 0);
+	printf("1..%d\n", n);
+	return 0;
+}
+
+#ifndef MADV_PAGEOUT
+#define MADV_PAGEOUT 21
+#endif
+
+/* Pages of [p, p + pages) that are present (not swapped out). */
+static long present(char *p, long pages)
+{
+	return count_on(p, pages, 0) + count_on(p, pages, 1);
+}
+
+/*
+ * Swap a BIND{1} range out with MADV_PAGEOUT and back in by touching it:
+ * prints "pageout: n1=.. after_pageout=.. after_swapin_n1=.. bad=..".
+ * Without RECLAIM the pages must stay; with it they leave and come back
+ * to node 1 intact.
+ */
+static int pageout(long mb)
+{
+	long pages = mb * 256, i, n1, out, back, bad = 0;
+	size_t len = pages * 4096;
+	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED || mbind_(p, len, MPOL_BIND, 1UL << 1, 0))
+		return 1;
+	for (i = 0; i < (long)len; i += 64)
+		p[i] = (char)(i / 64 * 13 + 1);
+	n1 = count_on(p, pages, 1);
+	madvise(p, len, MADV_PAGEOUT);
+	out = present(p, pages);
+	for (i = 0; i < (long)len; i += 64)
+		bad += p[i] != (char)(i / 64 * 13 + 1);
+	back = count_on(p, pages, 1);
+	printf("pageout: pages=%ld n1=%ld present_after_pageout=%ld after_swapin_n1=%ld bad=%ld\n",
+	       pages, n1, out, back, bad);
+	return 0;
+}
+
+/*
+ * shmem under the task's BIND{1} policy: written, swapped out and faulted
+ * back by the bound task, its pages must stay off node 1 (the file
+ * outlives the task).  Prints "shmswap: n1_written=.. present_after_pageout=..
+ * n1_after_swapin=.. bad=..".
+ */
+static int shmswap(long mb)
+{
+	long pages = mb * 256, i, n1w, out, n1s, bad = 0;
+	size_t len = pages * 4096;
+	unsigned long mask = 1UL << 1;
+	int fd = syscall(SYS_memfd_create, "shmswap", 0);
+	char *p;
+
+	if (fd < 0 || ftruncate(fd, len))
+		return 1;
+	if (syscall(SYS_set_mempolicy, MPOL_BIND, &mask, 64))
+		return 2;
+	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED)
+		return 1;
+	for (i = 0; i < (long)len; i += 64)
+		p[i] = (char)(i / 64 * 7 + 5);
+	n1w = count_on(p, pages, 1);
+	madvise(p, len, MADV_PAGEOUT);
+	out = present(p, pages);
+	for (i = 0; i < (long)len; i += 64)
+		bad += p[i] != (char)(i / 64 * 7 + 5);
+	n1s = count_on(p, pages, 1);
+	printf("shmswap: pages=%ld n1_written=%ld present_after_pageout=%ld n1_after_swapin=%ld bad=%ld\n",
+	       pages, n1w, out, n1s, bad);
+	return 0;
+}
+
+/*
+ * Cluster swap readahead: pages of an unbound range X and of a BIND{1}
+ * range Y are swapped out alternately, so their slots are neighbours.
+ * Faulting Y back reads X's slots ahead; X's pages must not land on
+ * node 1.  Prints "raswap: x_n1=.. y_n1=.. x_bad=..".
+ */
+static int raswap(long pages)
+{
+	size_t len = pages * 4096;
+	char *x = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *y = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	long i, bad = 0, xout, yout;
+
+	if (x == MAP_FAILED || y == MAP_FAILED || mbind_(y, len, MPOL_BIND, 1UL << 1, 0))
+		return 1;
+	for (i = 0; i < pages; i++) {
+		x[i * 4096] = (char)(i * 3 + 1);
+		y[i * 4096] = (char)(i * 5 + 2);
+	}
+	for (i = 0; i < pages; i++) {
+		madvise(x + i * 4096, 4096, MADV_PAGEOUT);
+		madvise(y + i * 4096, 4096, MADV_PAGEOUT);
+	}
+	xout = present(x, pages);
+	yout = present(y, pages);
+	for (i = 0; i < pages; i++)
+		bad += y[i * 4096] != (char)(i * 5 + 2);
+	for (i = 0; i < pages; i++)
+		bad += x[i * 4096] != (char)(i * 3 + 1);
+	printf("raswap: pages=%ld x_present_after_pageout=%ld y_present_after_pageout=%ld x_n1=%ld y_n1=%ld bad=%ld\n",
+	       pages, xout, yout, count_on(x, pages, 1), count_on(y, pages, 1), bad);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	long pages = 4096, r;
@@ -216,6 +433,18 @@ int main(int argc, char **argv)
 		return thp(atol(argv[2]));
 	if (argc > 2 && !strcmp(argv[1], "paused"))
 		return paused(argv[2]);
+	if (argc > 2 && !strcmp(argv[1], "orphan"))
+		return orphan(argv[2]);
+	if (argc > 1 && !strcmp(argv[1], "filemove"))
+		return filemove();
+	if (argc > 1 && !strcmp(argv[1], "refused"))
+		return refused();
+	if (argc > 2 && !strcmp(argv[1], "pageout"))
+		return pageout(atol(argv[2]));
+	if (argc > 2 && !strcmp(argv[1], "shmswap"))
+		return shmswap(atol(argv[2]));
+	if (argc > 2 && !strcmp(argv[1], "raswap"))
+		return raswap(atol(argv[2]));
 
 	/* BIND to node 1 */
 	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -234,17 +463,49 @@ int main(int argc, char **argv)
 	check(r == pages, "BIND{0,1} pages are on node 0 or 1", r);
 	printf("# BIND{0,1}: %ld pages on node 1\n", count_on(q, pages, 1));
 
-	/* PREFERRED / INTERLEAVE over node 1 only */
+	/* Every mode may name node 1: a task that names it has opted in. */
 	char *s = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	r = mbind_(s, len, MPOL_PREFERRED, 1UL << 1, 0);
-	check(r == -1 && errno == EINVAL, "mbind(MPOL_PREFERRED, {1}) is EINVAL", r ? -errno : 0);
+	check(r == 0, "mbind(MPOL_PREFERRED, {1}) accepted", r ? -errno : 0);
+	memset(s, 1, len);
+	r = count_on(s, pages, 1);
+	check(r == pages, "PREFERRED{1} pages are on node 1", r);
+	munmap(s, len);
+
+	s = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	r = mbind_(s, len, MPOL_PREFERRED_MANY, 1UL << 1, 0);
+	check(r == 0, "mbind(MPOL_PREFERRED_MANY, {1}) accepted", r ? -errno : 0);
+	memset(s, 1, len);
+	r = count_on(s, pages, 1);
+	check(r == pages, "PREFERRED_MANY{1} pages are on node 1", r);
+	munmap(s, len);
+
+	s = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	r = mbind_(s, len, MPOL_INTERLEAVE, 1UL << 1, 0);
-	check(r == -1 && errno == EINVAL, "mbind(MPOL_INTERLEAVE, {1}) is EINVAL", r ? -errno : 0);
+	check(r == 0, "mbind(MPOL_INTERLEAVE, {1}) accepted", r ? -errno : 0);
+	memset(s, 1, len);
+	r = count_on(s, pages, 1);
+	check(r == pages, "INTERLEAVE{1} pages are on node 1", r);
+	munmap(s, len);
+
+	s = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	r = mbind_(s, len, MPOL_INTERLEAVE, 3UL, 0);
 	check(r == 0, "mbind(MPOL_INTERLEAVE, {0,1}) accepted", r ? -errno : 0);
 	memset(s, 1, len);
 	r = count_on(s, pages, 1);
-	check(r == 0, "INTERLEAVE{0,1} never uses node 1", r);
+	printf("# INTERLEAVE{0,1}: %ld of %ld pages on node 1\n", r, pages);
+	check(r >= pages * 4 / 10 && r <= pages * 6 / 10 && count_on(s, pages, 0) == pages - r,
+	      "INTERLEAVE{0,1} puts half the pages on node 1, half on node 0", r);
+	munmap(s, len);
+
+	s = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	r = mbind_(s, len, MPOL_WEIGHTED_INTERLEAVE, 3UL, 0);
+	check(r == 0, "mbind(MPOL_WEIGHTED_INTERLEAVE, {0,1}) accepted", r ? -errno : 0);
+	memset(s, 1, len);
+	r = count_on(s, pages, 1);
+	printf("# WEIGHTED_INTERLEAVE{0,1}: %ld of %ld pages on node 1\n", r, pages);
+	check(r > 0 && r < pages && count_on(s, pages, 0) == pages - r,
+	      "WEIGHTED_INTERLEAVE{0,1} uses both nodes", r);
 
 	/* internal flag cannot be passed */
 	r = mbind_(s, len, MPOL_BIND | (1 << 5), 1UL << 1, 0);
@@ -266,7 +527,7 @@ int main(int argc, char **argv)
 		r = syscall(SYS_move_pages, 0, pages, addrs, nodes, status, 0);
 		printf("# move_pages to node 1: %ld errno %d status[0] %d\n", r, r ? errno : 0, status[0]);
 		if (argc > 1 && !strcmp(argv[1], "nomigrate"))
-			check(r == -1 && errno == ENODEV, "move_pages to node 1 without USER_MIGRATE is ENODEV", r ? -errno : 0);
+			check(r == -1 && errno == ENODEV, "move_pages to node 1 without USER_NUMA is ENODEV", r ? -errno : 0);
 		else
 			check(r == 0 && count_on(m, pages, 1) == pages, "move_pages to node 1", count_on(m, pages, 1));
 	}

@@ -28,7 +28,7 @@ fn guest_boots_and_returns_script_status() {
         run.transcript()
     );
     assert!(
-        run.serial.contains("Linux version 6.12"),
+        run.serial.contains("Linux version 7.3"),
         "{}",
         run.transcript()
     );

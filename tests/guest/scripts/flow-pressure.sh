@@ -1,6 +1,7 @@
 # flow.rs (pressure test), device with --physical-size 96M: a holder keeps
 # 32 MiB of text on node 1 (never OOM-killed), then an incompressible writer
-# goes past the high watermark.  The driver is told (events_pressure), pauses
+# (480 MiB, far past the 96 MiB device, so that the pause always comes before
+# it is done) goes past the high watermark.  The driver is told (events_pressure), pauses
 # the node, the writer's next fault gets SIGBUS (status 3; no OOM kill), and
 # the holder's checksums must still verify.
 # wait_for
@@ -19,7 +20,7 @@ wait_for 120 grep -q HOLD /tmp/holder.err
 sleep 3
 show held
 wrc=0
-vcram-workload --node 1 --mib 160 --pattern random --seed 2 --oom-score-adj 1000 \
+vcram-workload --node 1 --mib 480 --pattern random --seed 2 --oom-score-adj 1000 \
 	--free munmap >/tmp/writer.out 2>&1 || wrc=$?
 echo "flow: writer_status=$wrc"
 grep -E "^(not ok|# SIGBUS|# totals)" /tmp/writer.out | sed 's/^/flow: writer: /'

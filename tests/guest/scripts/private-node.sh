@@ -26,15 +26,22 @@ ptest_cases() {
 # pages of a hog on node 1: "hog: 64 MiB N0=.. N1=.."
 hog_n1() { sed -n 's/.*N1=\([0-9-]*\).*/\1/p' "$1"; }
 
-ktap_plan 33
+ktap_plan 48
 if [ -z "$KO" ]; then
 	echo "# test_private_node.ko missing: the kernel needs CONFIG_TEST_PRIVATE_NODE=m"
 	ktap_fail_rest "test_private_node.ko present"
 	exit 1
 fi
 
-# --- registration and node state (caps MEMPOLICY|USER_MIGRATE) ---------------
-check "insmod test_private_node caps=3" insmod "$KO" caps=3
+# --- registration and node state (caps USER_NUMA) -----------------------------
+meminfo() { awk -v k="$1:" '$1 == k { print $2 }' /proc/meminfo; }
+avail0=$(meminfo MemAvailable) commit0=$(meminfo CommitLimit)
+check "insmod test_private_node caps=2" insmod "$KO" caps=2
+avail1=$(meminfo MemAvailable) commit1=$(meminfo CommitLimit)
+echo "# MemAvailable $avail0 -> $avail1 kB, CommitLimit $commit0 -> $commit1 kB"
+check "MemAvailable leaves node 1 out (grew by less than 64 MiB)" [ $((avail1 - avail0)) -lt 65536 ]
+check "CommitLimit leaves node 1 out (grew by less than 64 MiB)" [ $((commit1 - commit0)) -lt 65536 ]
+check "the owner's module is pinned while it owns node 1" sh -c '! rmmod test_private_node 2>/dev/null'
 echo "# has_memory=$(cat $NODES/has_memory) has_private_memory=$(cat $NODES/has_private_memory)"
 check "node 1 in has_private_memory" [ "$(cat $NODES/has_private_memory)" = 1 ]
 check "node 1 not in has_memory" [ "$(cat $NODES/has_memory)" = 0 ]
@@ -77,11 +84,16 @@ check "THP pressure (256 MiB MADV_HUGEPAGE, no policy) gets huge pages, none on 
 # --- mbind / move_pages (ptest prints TAP lines: relabel them) ---------------
 ptest_cases "" "all touched pages of BIND{1} are on node 1" \
 	"BIND{0,1} pages are on node 0 or 1" \
-	"mbind(MPOL_PREFERRED, {1}) is EINVAL" \
-	"mbind(MPOL_INTERLEAVE, {1}) is EINVAL" \
-	"INTERLEAVE{0,1} never uses node 1" \
+	"PREFERRED{1} pages are on node 1" \
+	"PREFERRED_MANY{1} pages are on node 1" \
+	"INTERLEAVE{1} pages are on node 1" \
+	"INTERLEAVE{0,1} puts half the pages on node 1, half on node 0" \
+	"WEIGHTED_INTERLEAVE{0,1} uses both nodes" \
 	"mode with bit 5 is EINVAL" \
 	"move_pages to node 1"
+# mbind(MPOL_MF_MOVE) moves only anonymous memory onto the node
+ptest_cases filemove "mbind(MPOL_MF_MOVE) leaves page cache off node 1" \
+	"file pages intact after mbind(MPOL_MF_MOVE)"
 
 # --- the owner pauses placement (node_private_set_paused) ---------------------
 ooms=$(dmesg | grep -c "Killed process")
@@ -97,6 +109,14 @@ check "node 1 is no longer paused" [ "$(cat "$D/paused")" = 0 ]
 # --- numactl, migratepages ----------------------------------------------------
 numactl --membind=1 ptest hog 64 >/tmp/hog 2>&1
 check "numactl --membind=1 puts every page on node 1" [ "$(hog_n1 /tmp/hog)" = 16384 ]
+numactl --preferred=1 ptest hog 64 >/tmp/hog 2>&1
+echo "# numactl --preferred=1: $(cat /tmp/hog)"
+check "numactl --preferred=1 puts every page on node 1" [ "$(hog_n1 /tmp/hog)" = 16384 ]
+numactl --interleave=0,1 ptest hog 64 >/tmp/hog 2>&1
+echo "# numactl --interleave=0,1: $(cat /tmp/hog)"
+il1=$(hog_n1 /tmp/hog)
+check "numactl --interleave=0,1 puts about half the pages on node 1" \
+	[ "${il1:-0}" -ge 6553 -a "${il1:-0}" -le 9830 ]
 # numastat: node 1 has a column, and a bound task's memory shows on it
 numastat >/tmp/numastat 2>&1
 sed 's/^/# numastat: /' /tmp/numastat | head -n 3
@@ -129,19 +149,22 @@ settle
 sed 's/^/# stats: /' "$D/stats"
 check "free callback: every freed folio kept once and released" \
 	[ "$(stat freed)" -gt 0 -a "$(stat freed)" = "$(stat kept)" -a "$(stat kept)" = "$(stat released)" -a "$(stat foreign)" = 0 ]
-echo 1 >"$D/remove"
+# a task whose bind policy names node 1 faults after the node is gone: SIGBUS
+ptest_cases "orphan $D/remove" "orphan: node 1 removed by its owner" \
+	"orphan: a fault under BIND{1} without node 1 is SIGBUS"
 check "remove succeeds once the pages are freed" [ "$(cat $NODES/has_private_memory)" = "" ]
 rmmod test_private_node
 
-# --- without USER_MIGRATE -----------------------------------------------------
-insmod "$KO" caps=1
-ptest nomigrate >/tmp/ptest 2>&1
-if grep -F "without USER_MIGRATE is ENODEV" /tmp/ptest | grep -q '^ok'; then
-	ok "move_pages to node 1 without USER_MIGRATE fails"
-else
-	sed 's/^/# ptest: /' /tmp/ptest
-	notok "move_pages to node 1 without USER_MIGRATE fails"
-fi
+# --- without USER_NUMA: policies and migrations naming node 1 are refused ----
+insmod "$KO" caps=0
+ptest_cases refused "refused: mbind(MPOL_BIND, {1}) is EINVAL" \
+	"refused: mbind(MPOL_PREFERRED, {1}) is EINVAL" \
+	"refused: BIND{0,1} never uses node 1" \
+	"refused: move_pages to node 1 is ENODEV"
+mems=$(sed -n 's/^Mems_allowed_list:[[:space:]]*//p' /proc/self/status)
+echo "# caps=0: Mems_allowed_list $mems"
+check "without USER_NUMA node 1 is not in Mems_allowed and numactl -m all works" \
+	sh -c '[ "$0" = 0 ] && numactl -m all true' "$mems"
 echo 1 >"$D/remove"
 rmmod test_private_node
 
