@@ -1,5 +1,6 @@
 # Guest side of `scripts/run -- COMMAND` (busybox sh in the initramfs). scripts/run prepends
-# the settings (VCRAM_CMD: the command line, shell-quoted; VCRAM_CWD; VCRAM_DRIVER 0|1) and
+# the settings (VCRAM_CMD: the command line, shell-quoted; VCRAM_CWD; VCRAM_DRIVER 0|1;
+# VCRAM_CAPS: vcram.ko's caps, empty for its default) and
 # hands the whole file to the guest as its script (fw_cfg opt/vcram/script).
 #
 # Loads vcram.ko (node 1 becomes the private node), mounts the host's root read-only over
@@ -20,7 +21,8 @@ fail() {
 echo 1 >/proc/sys/kernel/printk
 
 if [ "$VCRAM_DRIVER" = 1 ]; then
-    insmod /lib/modules/vcram/vcram.ko || fail 120 "insmod vcram.ko failed (see the boot log)"
+    insmod /lib/modules/vcram/vcram.ko ${VCRAM_CAPS:+caps=$VCRAM_CAPS} ||
+        fail 120 "insmod vcram.ko failed (see the boot log)"
     grep -q 1 /sys/devices/system/node/has_private_memory 2>/dev/null ||
         fail 120 "vcram.ko loaded but node 1 is not a private node"
 fi
