@@ -326,6 +326,32 @@ static long present(char *p, long pages)
 	return count_on(p, pages, 0) + count_on(p, pages, 1);
 }
 
+/* What a swap round trip of [p, p + pages) did. */
+struct roundtrip {
+	long n1_before;		/* pages on node 1 before MADV_PAGEOUT */
+	long present_after;	/* pages still present after it */
+	long n1_after;		/* pages on node 1 once touched again */
+	long bad;		/* bytes that came back wrong */
+};
+
+/* Fill [p, p + pages) with a pattern, swap it out, read it back. */
+static struct roundtrip swap_roundtrip(char *p, long pages, int mul, int add)
+{
+	struct roundtrip r = { 0 };
+	size_t len = pages * 4096;
+	long i;
+
+	for (i = 0; i < (long)len; i += 64)
+		p[i] = (char)(i / 64 * mul + add);
+	r.n1_before = count_on(p, pages, 1);
+	madvise(p, len, MADV_PAGEOUT);
+	r.present_after = present(p, pages);
+	for (i = 0; i < (long)len; i += 64)
+		r.bad += p[i] != (char)(i / 64 * mul + add);
+	r.n1_after = count_on(p, pages, 1);
+	return r;
+}
+
 /*
  * Swap a BIND{1} range out with MADV_PAGEOUT and back in by touching it:
  * prints "pageout: n1=.. after_pageout=.. after_swapin_n1=.. bad=..".
@@ -334,22 +360,16 @@ static long present(char *p, long pages)
  */
 static int pageout(long mb)
 {
-	long pages = mb * 256, i, n1, out, back, bad = 0;
+	long pages = mb * 256;
 	size_t len = pages * 4096;
 	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	struct roundtrip r;
 
 	if (p == MAP_FAILED || mbind_(p, len, MPOL_BIND, 1UL << 1, 0))
 		return 1;
-	for (i = 0; i < (long)len; i += 64)
-		p[i] = (char)(i / 64 * 13 + 1);
-	n1 = count_on(p, pages, 1);
-	madvise(p, len, MADV_PAGEOUT);
-	out = present(p, pages);
-	for (i = 0; i < (long)len; i += 64)
-		bad += p[i] != (char)(i / 64 * 13 + 1);
-	back = count_on(p, pages, 1);
+	r = swap_roundtrip(p, pages, 13, 1);
 	printf("pageout: pages=%ld n1=%ld present_after_pageout=%ld after_swapin_n1=%ld bad=%ld\n",
-	       pages, n1, out, back, bad);
+	       pages, r.n1_before, r.present_after, r.n1_after, r.bad);
 	return 0;
 }
 
@@ -361,10 +381,11 @@ static int pageout(long mb)
  */
 static int shmswap(long mb)
 {
-	long pages = mb * 256, i, n1w, out, n1s, bad = 0;
+	long pages = mb * 256;
 	size_t len = pages * 4096;
 	unsigned long mask = 1UL << 1;
 	int fd = syscall(SYS_memfd_create, "shmswap", 0);
+	struct roundtrip r;
 	char *p;
 
 	if (fd < 0 || ftruncate(fd, len))
@@ -374,16 +395,9 @@ static int shmswap(long mb)
 	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (p == MAP_FAILED)
 		return 1;
-	for (i = 0; i < (long)len; i += 64)
-		p[i] = (char)(i / 64 * 7 + 5);
-	n1w = count_on(p, pages, 1);
-	madvise(p, len, MADV_PAGEOUT);
-	out = present(p, pages);
-	for (i = 0; i < (long)len; i += 64)
-		bad += p[i] != (char)(i / 64 * 7 + 5);
-	n1s = count_on(p, pages, 1);
+	r = swap_roundtrip(p, pages, 7, 5);
 	printf("shmswap: pages=%ld n1_written=%ld present_after_pageout=%ld n1_after_swapin=%ld bad=%ld\n",
-	       pages, n1w, out, n1s, bad);
+	       pages, r.n1_before, r.present_after, r.n1_after, r.bad);
 	return 0;
 }
 
