@@ -17,6 +17,6 @@ sh ./test_private_nodes.sh >/tmp/pn 2>&1
 rc=$?
 sed 's/^/# selftest: /' /tmp/pn
 check "test_private_nodes.sh exits 0" [ $rc = 0 ]
-check "private_nodes with USER_NUMA: 10 passed, none failed" grep -q "Totals: pass:10 fail:0" /tmp/pn
+check "private_nodes with USER_NUMA: 12 passed, none failed" grep -q "Totals: pass:12 fail:0" /tmp/pn
 check "private_nodes --refused: 5 passed, none failed" grep -q "Totals: pass:5 fail:0" /tmp/pn
 ktap_done
