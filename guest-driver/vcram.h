@@ -199,6 +199,9 @@ void vcram_event_restart(struct vcram *vc);
 void vcram_event_window_known(struct vcram *vc);
 void vcram_event_inject(struct vcram *vc, const void *data, size_t len);
 
+/* vcram_main.c */
+int vcram_test_reset(struct virtio_device *vdev);
+
 /* vcram_debugfs.c */
 void vcram_debugfs_module_init(void);
 void vcram_debugfs_module_exit(void);

@@ -460,6 +460,36 @@ err_free:
 	return ret;
 }
 
+/*
+ * debugfs "reset": the virtio core's steps around a driver's freeze and
+ * restore (virtio_device_freeze(), virtio_device_restore_priv()), with the
+ * driver's own callbacks, for tests on kernels without CONFIG_PM_SLEEP and
+ * devices without a PCI reset method.
+ */
+int vcram_test_reset(struct virtio_device *vdev)
+{
+	int ret;
+
+	ret = vcram_quiesce(vdev);
+	if (ret)
+		return ret;
+	virtio_reset_device(vdev);
+	virtio_add_status(vdev, VIRTIO_CONFIG_S_ACKNOWLEDGE);
+	virtio_add_status(vdev, VIRTIO_CONFIG_S_DRIVER);
+	ret = vdev->config->finalize_features(vdev);
+	if (!ret) {
+		virtio_add_status(vdev, VIRTIO_CONFIG_S_FEATURES_OK);
+		if (!(vdev->config->get_status(vdev) &
+		      VIRTIO_CONFIG_S_FEATURES_OK))
+			ret = -ENODEV;
+	}
+	if (!ret)
+		ret = vcram_reinit(vdev);
+	if (ret)
+		virtio_add_status(vdev, VIRTIO_CONFIG_S_FAILED);
+	return ret;
+}
+
 static void vcram_remove(struct virtio_device *vdev)
 {
 	struct vcram *vc = vdev->priv;
