@@ -72,9 +72,10 @@ check "DISCARDs are sent and answered after the reset" \
 	test "$(stat discard_pages)" -ge "$((d0 + 4096))" -a "$(stat pages_pending)" -eq 0
 
 # 4: events flow after the reset: the device's pressure events come
-# through the eventq again (a small capacity: 96M; 72 MiB of random data
+# through the eventq again (a small capacity: 96M; 72 MiB of random data,
+# held while the device scans it,
 # crosses the low watermark, 72 MiB)
-vcram-membind "$NODE" 72 0 random >/dev/null 2>&1 &
+vcram-membind "$NODE" 72 10 random slow >/dev/null 2>&1 &
 w=$!
 evs() { [ "$(stat events_pressure)" -gt "$p0" ]; }
 wait_for 30 evs

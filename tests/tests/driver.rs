@@ -102,7 +102,7 @@ fn tiering_demotes_into_the_node() {
 #[test]
 fn removal_of_a_device_that_stopped_answering_completes() {
     let (run, dev) = run_suite("vcram-stall.sh", &["--fault", "drop-requests-after=1"], 600);
-    assert_ktap_passed(&run, &dev, 9);
+    assert_ktap_passed(&run, &dev, 11);
     assert!(
         dev.log().contains("fault drop-requests-after=1"),
         "the device dropped no request\n{}",
