@@ -110,6 +110,21 @@ fn removal_of_a_device_that_stopped_answering_completes() {
     );
 }
 
+/// A surprise removal (the queues broken as virtio-pci does when the device is
+/// gone, then the removal) with pages in use and DISCARDs in flight: it
+/// completes within 15 s, and the node's memory goes once its last page is free.
+/// (QMP `device_del` cannot be used: the device sits on pcie.0, which has no
+/// hotplug, and the guest kernel has no PCI hotplug driver.)
+#[test]
+fn surprise_removal_with_pages_in_use_completes() {
+    let (run, dev) = run_suite(
+        "vcram-surprise.sh",
+        &["--fault", "drop-requests-after=1"],
+        600,
+    );
+    assert_ktap_passed(&run, &dev, 7);
+}
+
 /// Events queued before the window is reported (the device finds its window
 /// and reports it 1.5 s later) are handled once it is known: the valid ones
 /// count, the malformed ones are dropped; a lost event counts once.
