@@ -321,9 +321,9 @@ void vcram_reap_work(struct work_struct *work)
 	mutex_unlock(&vc->lock);
 	if (ret)
 		return;		/* still in use: the next free retries */
-	dev_info(&vdev->dev,
-		 "node %d: private memory removed, its last page is free\n",
-		 vc->nid);
+	/* The driver is unbound: dev_info() would not name it. */
+	pr_info("%s: node %d: private memory removed, its last page is free\n",
+		dev_name(&vdev->dev), vc->nid);
 	vcram_free(vc);
 	put_device(&vdev->dev);
 }
