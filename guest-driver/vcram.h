@@ -94,6 +94,8 @@ struct vcram {
 	bool added;
 	bool orphaned;			/* device gone, memory still added */
 	int last_remove_err;
+	/* Orphaned: removes the memory once the node's last page is free */
+	struct delayed_work reap_work;
 
 	/* requestq */
 	spinlock_t rq_lock;		/* rq, rq_dead */
@@ -113,6 +115,9 @@ struct vcram {
 	spinlock_t commit_lock;
 	unsigned int nr_commits;
 	struct vcram_commit commits[VCRAM_COMMIT_SLOTS];
+
+	/* Window known (base and size valid): events are handled from then */
+	bool window_known;
 
 	/* eventq */
 	spinlock_t evq_lock;		/* evq, evq_dead */
@@ -141,6 +146,7 @@ extern int vcram_adistance;
 extern unsigned int vcram_flush_interval_ms;
 extern unsigned int vcram_batch_ranges;
 extern unsigned int vcram_pause_level;
+extern struct workqueue_struct *vcram_orphan_wq;
 extern bool vcram_discard;
 extern bool vcram_commit;
 
@@ -159,6 +165,8 @@ extern const struct node_private_ops vcram_np_ops;
 int vcram_mem_add(struct vcram *vc);
 int vcram_mem_remove(struct vcram *vc);
 void vcram_mem_orphan(struct vcram *vc);
+void vcram_reap_work(struct work_struct *work);
+void vcram_free(struct vcram *vc);
 void vcram_mem_init(struct vcram *vc);
 void vcram_release_folio(struct vcram *vc, struct folio *folio,
 			 unsigned int order);
@@ -173,8 +181,10 @@ int vcram_req_reset(struct vcram *vc);
 void vcram_rq_done(struct virtqueue *vq);
 void vcram_flush_work(struct work_struct *work);
 void vcram_req_kick_flush(struct vcram *vc, bool now);
-void vcram_req_drain(struct vcram *vc);
-void vcram_req_shutdown(struct vcram *vc);
+int vcram_req_drain(struct vcram *vc, unsigned long timeout);
+void vcram_req_stop(struct vcram *vc);
+void vcram_req_reclaim(struct vcram *vc);
+void vcram_req_restart(struct vcram *vc);
 void vcram_req_note_commit(struct vcram *vc, unsigned long pfn,
 			   unsigned int npages);
 
@@ -183,8 +193,14 @@ int vcram_event_init(struct vcram *vc);
 int vcram_event_post_all(struct vcram *vc);
 void vcram_evq_done(struct virtqueue *vq);
 void vcram_event_work(struct work_struct *work);
-void vcram_event_shutdown(struct vcram *vc);
+void vcram_event_stop(struct vcram *vc);
+void vcram_event_reclaim(struct vcram *vc);
+void vcram_event_restart(struct vcram *vc);
+void vcram_event_window_known(struct vcram *vc);
 void vcram_event_inject(struct vcram *vc, const void *data, size_t len);
+
+/* vcram_main.c */
+int vcram_test_reset(struct virtio_device *vdev);
 
 /* vcram_debugfs.c */
 void vcram_debugfs_module_init(void);

@@ -8,13 +8,20 @@
  *                  (DISCARD folios are zeroed on the CPU)
  *   overflows      the most recent OVERFLOW events: seq, first address,
  *                  pages (pages the device could not store)
+ *   reset          write 1: stop the device, reset it and set it up again
+ *                  the way suspend and resume do (freeze and restore)
+ *   break          write 1: virtio_break_device(), as virtio-pci does on a
+ *                  surprise removal before it removes the device (nothing
+ *                  completes any more; remove the PCI device next)
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/debugfs.h>
 #include <linux/fs.h>
+#include <linux/kstrtox.h>
 #include <linux/seq_file.h>
 #include <linux/uaccess.h>
+#include <linux/virtio.h>
 
 #include "vcram.h"
 
@@ -37,6 +44,51 @@ static const struct file_operations vcram_inject_fops = {
 	.owner = THIS_MODULE,
 	.open = simple_open,
 	.write = vcram_inject_write,
+};
+
+static ssize_t vcram_reset_write(struct file *file, const char __user *ubuf,
+				 size_t count, loff_t *ppos)
+{
+	struct vcram *vc = file->private_data;
+	bool on;
+	int ret;
+
+	ret = kstrtobool_from_user(ubuf, count, &on);
+	if (ret)
+		return ret;
+	if (!on)
+		return count;
+	ret = vcram_test_reset(vc->vdev);
+	return ret ? ret : count;
+}
+
+static const struct file_operations vcram_reset_fops = {
+	.owner = THIS_MODULE,
+	.open = simple_open,
+	.write = vcram_reset_write,
+};
+
+static ssize_t vcram_break_write(struct file *file, const char __user *ubuf,
+				 size_t count, loff_t *ppos)
+{
+	struct vcram *vc = file->private_data;
+	bool on;
+	int ret;
+
+	ret = kstrtobool_from_user(ubuf, count, &on);
+	if (ret)
+		return ret;
+	if (on) {
+		dev_warn(&vc->vdev->dev, "debugfs: virtqueues broken\n");
+		virtio_break_device(vc->vdev);
+	}
+	return count;
+}
+
+static const struct file_operations vcram_break_fops = {
+	.owner = THIS_MODULE,
+	.open = simple_open,
+	.write = vcram_break_write,
 };
 
 static int vcram_overflows_show(struct seq_file *m, void *v)
@@ -77,6 +129,8 @@ void vcram_debugfs_init(struct vcram *vc)
 			   &vc->fail_requests);
 	debugfs_create_file("overflows", 0444, vc->debugfs, vc,
 			    &vcram_overflows_fops);
+	debugfs_create_file("reset", 0200, vc->debugfs, vc, &vcram_reset_fops);
+	debugfs_create_file("break", 0200, vc->debugfs, vc, &vcram_break_fops);
 }
 
 void vcram_debugfs_exit(struct vcram *vc)

@@ -82,9 +82,9 @@ static void vcram_set_level(struct vcram *vc, u32 level)
 	if (level > VCRAM_LEVEL_HIGH)
 		return;
 	if (READ_ONCE(vc->level) != level)
-		dev_info(&vc->vdev->dev, "device pressure %s -> %s\n",
-			 vcram_level_names[READ_ONCE(vc->level)],
-			 vcram_level_names[level]);
+		dev_info_ratelimited(&vc->vdev->dev, "device pressure %s -> %s\n",
+				     vcram_level_names[READ_ONCE(vc->level)],
+				     vcram_level_names[level]);
 	WRITE_ONCE(vc->level, level);
 	vcram_queue_pressure(vc);
 }
@@ -158,8 +158,11 @@ static void vcram_handle_event(struct vcram *vc, const struct vcram_event *ev,
 		resync = true;
 	}
 	if (vc->last_seq && seq > vc->last_seq + 1) {
-		vcram_count(vc, VCRAM_STAT_EVENTS_MISSED,
-			    seq - vc->last_seq - 1);
+		u64 gap = seq - vc->last_seq - 1;
+
+		/* The device's lost count explains as many numbers. */
+		if (gap > lost)
+			vcram_count(vc, VCRAM_STAT_EVENTS_MISSED, gap - lost);
 		resync = true;
 	}
 	vc->last_seq = seq;
@@ -197,6 +200,14 @@ void vcram_event_work(struct work_struct *work)
 	unsigned long flags;
 	unsigned int len;
 	bool kick = false;
+
+	/*
+	 * Before the window is known an OVERFLOW cannot be checked: leave
+	 * the events in the ring until vcram_event_window_known().
+	 */
+	/* Pairs with vcram_event_window_known() */
+	if (!smp_load_acquire(&vc->window_known))
+		return;
 
 	for (;;) {
 		spin_lock_irqsave(&vc->evq_lock, flags);
@@ -237,15 +248,44 @@ void vcram_event_inject(struct vcram *vc, const void *data, size_t len)
 	mutex_unlock(&vc->ev_lock);
 }
 
-/* After the device reset: take the buffers back. */
-void vcram_event_shutdown(struct vcram *vc)
+/* The window's base and size are set: handle events from now on. */
+void vcram_event_window_known(struct vcram *vc)
+{
+	/* Pairs with vcram_event_work(): base and size are visible first. */
+	smp_store_release(&vc->window_known, true);
+	queue_work(vc->wq, &vc->event_work);
+}
+
+/* Before the device reset: no more buffers posted, no kick. */
+void vcram_event_stop(struct vcram *vc)
 {
 	spin_lock_irq(&vc->evq_lock);
 	vc->evq_dead = true;
 	spin_unlock_irq(&vc->evq_lock);
 	cancel_work_sync(&vc->event_work);
+}
+
+/* After the device reset: take the buffers back. */
+void vcram_event_reclaim(struct vcram *vc)
+{
 	if (!vc->evq)
 		return;
 	while (virtqueue_detach_unused_buf(vc->evq))
 		;
+}
+
+/*
+ * New queues (restore, reset_done): the device may number its events anew,
+ * and what it reported meanwhile is lost: take the level from the config
+ * space.  Events are handled once the window is checked again.
+ */
+void vcram_event_restart(struct vcram *vc)
+{
+	spin_lock_irq(&vc->evq_lock);
+	vc->evq_dead = false;
+	spin_unlock_irq(&vc->evq_lock);
+	mutex_lock(&vc->ev_lock);
+	vc->last_seq = 0;
+	vcram_resync_level(vc);
+	mutex_unlock(&vc->ev_lock);
 }

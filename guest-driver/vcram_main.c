@@ -9,8 +9,10 @@
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
+#include <linux/acpi.h>
 #include <linux/delay.h>
 #include <linux/jiffies.h>
+#include <linux/kstrtox.h>
 #include <linux/memory.h>
 #include <linux/memory_hotplug.h>
 #include <linux/module.h>
@@ -47,9 +49,32 @@ MODULE_PARM_DESC(batch_ranges,
 		 "Ranges per request, and freed folios that trigger an early flush (1..1024, default 256)");
 
 unsigned int vcram_pause_level = VCRAM_LEVEL_HIGH;
-module_param_named(pause_level, vcram_pause_level, uint, 0644);
+
+/* 0 would pause the node at NORMAL, that is for good: 1..3 only. */
+static int vcram_pause_level_set(const char *val, const struct kernel_param *kp)
+{
+	unsigned int v;
+	int ret;
+
+	ret = kstrtouint(val, 0, &v);
+	if (ret)
+		return ret;
+	if (v < VCRAM_LEVEL_LOW || v > VCRAM_LEVEL_HIGH + 1)
+		return -EINVAL;
+	WRITE_ONCE(*(unsigned int *)kp->arg, v);
+	return 0;
+}
+
+static const struct kernel_param_ops vcram_pause_level_ops = {
+	.set = vcram_pause_level_set,
+	.get = param_get_uint,
+};
+module_param_cb(pause_level, &vcram_pause_level_ops, &vcram_pause_level, 0644);
 MODULE_PARM_DESC(pause_level,
 		 "Device pressure level that pauses placement on the node: 1 low, 2 high (default), 3 never");
+
+/* Reaps the memory of nodes whose device went away (vcram_reap_work()). */
+struct workqueue_struct *vcram_orphan_wq;
 
 bool vcram_discard = true;
 module_param_named(discard, vcram_discard, bool, 0644);
@@ -70,6 +95,28 @@ static struct virtio_device_id vcram_id_table[] = {
 	{ 6, VIRTIO_DEV_ANY_ID },
 	{ 0 },
 };
+
+/*
+ * The config space's node is the window's proximity domain as the firmware
+ * describes it (QEMU's -numa nodeid, the PXM of the DIMM in the SRAT).
+ * Linux numbers its nodes in its own order: translate, as virtio-mem does.
+ * Without ACPI NUMA, or a PXM the SRAT does not name, the number is taken
+ * as the node id.
+ */
+static u32 vcram_pxm_to_node(struct vcram *vc, u32 pxm)
+{
+#ifdef CONFIG_ACPI_NUMA
+	int nid = pxm_to_node(pxm);
+
+	if (nid != NUMA_NO_NODE) {
+		if (nid != pxm)
+			dev_info(&vc->vdev->dev, "proximity domain %u is node %d\n",
+				 pxm, nid);
+		return nid;
+	}
+#endif
+	return pxm;
+}
 
 static int vcram_check_identity(struct vcram *vc)
 {
@@ -116,6 +163,7 @@ static int vcram_check_identity(struct vcram *vc)
 	vc->max_ranges = min_t(u32, max_ranges, VCRAM_MAX_RANGES);
 
 	virtio_cread_le(vdev, struct vcram_config, node, &node);
+	node = vcram_pxm_to_node(vc, node);
 	if (node >= MAX_NUMNODES || !node_possible(node)) {
 		dev_err(dev, "node %u is not a possible NUMA node\n", node);
 		return -ENODEV;
@@ -202,22 +250,116 @@ static int vcram_find_vqs(struct vcram *vc)
 	return 0;
 }
 
-/* Stop both queues: the device is reset, nothing completes any more. */
+/*
+ * Stop both queues and take them away: nothing is queued or kicked any more
+ * (both queues marked dead under their locks first), the device is reset
+ * (it no longer touches the rings, nor carries out what it did not answer),
+ * answered requests are finished and unanswered DISCARDs fall back to
+ * zeroing on the CPU.  Also right for a broken device (surprise removal),
+ * whose unanswered requests never complete.  Idempotent.
+ */
 static void vcram_stop_device(struct vcram *vc)
 {
+	if (!vc->rq)
+		return;
+	vcram_req_stop(vc);
+	vcram_event_stop(vc);
 	virtio_reset_device(vc->vdev);
-	vcram_req_shutdown(vc);
-	vcram_event_shutdown(vc);
+	vcram_req_reclaim(vc);
+	vcram_event_reclaim(vc);
 	vc->vdev->config->del_vqs(vc->vdev);
+	vc->rq = NULL;
+	vc->evq = NULL;
 }
 
-static void vcram_free(struct vcram *vc)
+/*
+ * Last of the driver state.  Nothing may queue work for @vc any more but
+ * the flush work, which may queue the reap work (which may be our caller).
+ */
+void vcram_free(struct vcram *vc)
 {
 	cancel_work_sync(&vc->pressure_work);
 	cancel_delayed_work_sync(&vc->flush_work);
+	cancel_delayed_work(&vc->reap_work);
 	destroy_workqueue(vc->wq);
 	kfree(vc->evbufs);
 	kfree(vc);
+}
+
+/*
+ * Bring the queues up again after vcram_stop_device() (restore,
+ * reset_done): the device must serve the same window; events are numbered
+ * anew and the pressure level is read again.
+ */
+static int vcram_start_device(struct vcram *vc)
+{
+	struct device *dev = &vc->vdev->dev;
+	u64 base, size;
+	int ret;
+
+	ret = vcram_find_vqs(vc);
+	if (ret) {
+		dev_err(dev, "setting up the queues again failed: %d\n", ret);
+		return ret;
+	}
+	vcram_event_restart(vc);
+	virtio_device_ready(vc->vdev);
+	ret = vcram_event_post_all(vc);
+	if (!ret)
+		ret = vcram_wait_window(vc);
+	if (ret)
+		goto err;
+	virtio_cread_le(vc->vdev, struct vcram_config, window_base, &base);
+	virtio_cread_le(vc->vdev, struct vcram_config, window_size, &size);
+	if (base != vc->base || size != vc->size) {
+		dev_err(dev, "window is [%#llx, +%#llx) now, was [%#llx, +%#llx)\n",
+			base, size, vc->base, vc->size);
+		ret = -ENODEV;
+		goto err;
+	}
+	vcram_req_restart(vc);
+	vcram_event_window_known(vc);
+	return 0;
+err:
+	vcram_stop_device(vc);
+	return ret;
+}
+
+/*
+ * Suspend (freeze) and PCI function reset (reset_prepare): send what is
+ * kept, give the device a second to answer, then stop it as on removal.
+ * While stopped, freed pages are zeroed on the CPU; the node's memory and
+ * its state stay.
+ */
+static int vcram_quiesce(struct virtio_device *vdev)
+{
+	struct vcram *vc = vdev->priv;
+
+	if (!vc || !vc->rq)
+		return 0;
+	vcram_req_drain(vc, HZ);
+	vcram_stop_device(vc);
+	dev_info(&vdev->dev, "queues stopped\n");
+	return 0;
+}
+
+/* Resume (restore) and after a PCI function reset (reset_done). */
+static int vcram_reinit(struct virtio_device *vdev)
+{
+	struct vcram *vc = vdev->priv;
+	int ret;
+
+	if (!vc)
+		return 0;
+	ret = vcram_start_device(vc);
+	if (ret) {
+		dev_err(&vdev->dev,
+			"device not usable after resume or reset (%d): freed pages are zeroed by the CPU\n",
+			ret);
+		return ret;
+	}
+	dev_info(&vdev->dev, "queues running again\n");
+	return 0;
 }
 
 static int vcram_probe(struct virtio_device *vdev)
@@ -243,6 +385,7 @@ static int vcram_probe(struct virtio_device *vdev)
 	vc->nid = NUMA_NO_NODE;
 	mutex_init(&vc->lock);
 	INIT_WORK(&vc->pressure_work, vcram_pressure_work);
+	INIT_DELAYED_WORK(&vc->reap_work, vcram_reap_work);
 	vcram_mem_init(vc);
 	vcram_req_init(vc);
 
@@ -286,6 +429,8 @@ static int vcram_probe(struct virtio_device *vdev)
 
 	virtio_cread_le(vdev, struct vcram_config, pressure_level, &level);
 	WRITE_ONCE(vc->level, min_t(u32, level, VCRAM_LEVEL_HIGH));
+	/* Events that came before the window was known are handled now. */
+	vcram_event_window_known(vc);
 	virtio_cread_le(vdev, struct vcram_config, granule, &granule);
 	if (granule == U32_MAX)
 		dev_warn(&vdev->dev,
@@ -315,30 +460,61 @@ err_free:
 	return ret;
 }
 
+/*
+ * debugfs "reset": the virtio core's steps around a driver's freeze and
+ * restore (virtio_device_freeze(), virtio_device_restore_priv()), with the
+ * driver's own callbacks, for tests on kernels without CONFIG_PM_SLEEP and
+ * devices without a PCI reset method.
+ */
+int vcram_test_reset(struct virtio_device *vdev)
+{
+	int ret;
+
+	ret = vcram_quiesce(vdev);
+	if (ret)
+		return ret;
+	virtio_reset_device(vdev);
+	virtio_add_status(vdev, VIRTIO_CONFIG_S_ACKNOWLEDGE);
+	virtio_add_status(vdev, VIRTIO_CONFIG_S_DRIVER);
+	ret = vdev->config->finalize_features(vdev);
+	if (!ret) {
+		virtio_add_status(vdev, VIRTIO_CONFIG_S_FEATURES_OK);
+		if (!(vdev->config->get_status(vdev) &
+		      VIRTIO_CONFIG_S_FEATURES_OK))
+			ret = -ENODEV;
+	}
+	if (!ret)
+		ret = vcram_reinit(vdev);
+	if (ret)
+		virtio_add_status(vdev, VIRTIO_CONFIG_S_FAILED);
+	return ret;
+}
+
 static void vcram_remove(struct virtio_device *vdev)
 {
 	struct vcram *vc = vdev->priv;
-	bool added;
+	int ret;
 
 	/*
 	 * With suppress_bind_attrs and the module reference held while the
 	 * memory is added, this runs with memory still added only when the
-	 * device itself goes away.  Try to give the memory back; if pages
-	 * are in use, keep everything the node needs and zero freed pages
-	 * on the CPU from now on.
+	 * device itself goes away.  Stop the device first, as virtio-mem
+	 * does: unanswered DISCARDs (a device that stopped answering, or a
+	 * surprise removal that broke the queues) are zeroed on the CPU, so
+	 * that offlining never waits for the device.  Then try to give the
+	 * memory back; if pages are in use, keep what the node needs and
+	 * remove the memory once they are free.
 	 */
 	vcram_debugfs_exit(vc);
-	vcram_mem_remove(vc);
-	mutex_lock(&vc->lock);
-	added = vc->added;
-	mutex_unlock(&vc->lock);
-
 	vcram_stop_device(vc);
-	if (added) {
+	ret = vcram_mem_remove(vc);
+	if (ret) {
+		get_device(&vdev->dev);
 		vcram_mem_orphan(vc);
 		dev_warn(&vdev->dev,
-			 "node %d still has pages in use: keeping its memory, freed pages are zeroed by the CPU from now on\n",
+			 "node %d still has pages in use: paused, freed pages are zeroed by the CPU, the memory goes when the last one is free\n",
 			 vc->nid);
+		vdev->priv = NULL;
 		return;
 	}
 	vcram_free(vc);
@@ -353,6 +529,12 @@ static struct virtio_driver vcram_driver = {
 	.id_table = vcram_id_table,
 	.probe = vcram_probe,
 	.remove = vcram_remove,
+#ifdef CONFIG_PM_SLEEP
+	.freeze = vcram_quiesce,
+	.restore = vcram_reinit,
+#endif
+	.reset_prepare = vcram_quiesce,
+	.reset_done = vcram_reinit,
 };
 
 static int __init vcram_init(void)
@@ -369,16 +551,23 @@ static int __init vcram_init(void)
 		return -EINVAL;
 	}
 	vcram_id_table[0].device = device_id;
+	vcram_orphan_wq = alloc_workqueue("vcram_orphan", WQ_UNBOUND, 0);
+	if (!vcram_orphan_wq)
+		return -ENOMEM;
 	vcram_debugfs_module_init();
 	ret = register_virtio_driver(&vcram_driver);
-	if (ret)
+	if (ret) {
 		vcram_debugfs_module_exit();
+		destroy_workqueue(vcram_orphan_wq);
+	}
 	return ret;
 }
 
 static void __exit vcram_exit(void)
 {
 	unregister_virtio_driver(&vcram_driver);
+	/* A reap work may still be returning from its last vcram_free(). */
+	destroy_workqueue(vcram_orphan_wq);
 	vcram_debugfs_module_exit();
 }
 

@@ -105,23 +105,22 @@ void vcram_zero_release_folio(struct vcram *vc, struct folio *folio,
 	vcram_release_folio(vc, folio, order);
 }
 
-static void vcram_pause(struct vcram *vc)
+static void vcram_pause(struct vcram *vc, const char *why)
 {
 	lockdep_assert_held(&vc->lock);
 	node_private_set_paused(&vc->np, true);
 	vcram_count(vc, VCRAM_STAT_PAUSES, 1);
-	dev_warn(&vc->vdev->dev,
-		 "pressure level %d: placement on node %d paused\n",
-		 READ_ONCE(vc->level), vc->nid);
+	dev_warn_ratelimited(&vc->vdev->dev,
+			     "%s: placement on node %d paused\n", why, vc->nid);
 }
 
 static void vcram_resume(struct vcram *vc)
 {
 	lockdep_assert_held(&vc->lock);
 	node_private_set_paused(&vc->np, false);
-	dev_info(&vc->vdev->dev,
-		 "pressure level %d: placement on node %d resumed\n",
-		 READ_ONCE(vc->level), vc->nid);
+	dev_info_ratelimited(&vc->vdev->dev,
+			     "pressure level %d: placement on node %d resumed\n",
+			     READ_ONCE(vc->level), vc->nid);
 }
 
 /*
@@ -134,38 +133,62 @@ void vcram_queue_pressure(struct vcram *vc)
 	queue_work(system_dfl_wq, &vc->pressure_work);
 }
 
+/*
+ * Whether the node should be paused now.  With no device behind it, always:
+ * nothing may land where nothing stores it.  Else pause at pause_level
+ * (1..3, 3: never) and, once paused, resume only back at NORMAL.
+ */
+static bool vcram_want_paused(struct vcram *vc, bool paused)
+{
+	unsigned int pause_level = READ_ONCE(vcram_pause_level);
+	int level = READ_ONCE(vc->level);
+
+	if (vc->orphaned)
+		return true;
+	if (pause_level < VCRAM_LEVEL_LOW || pause_level > VCRAM_LEVEL_HIGH)
+		return false;
+	return paused ? level > VCRAM_LEVEL_NORMAL : level >= (int)pause_level;
+}
+
 void vcram_pressure_work(struct work_struct *work)
 {
 	struct vcram *vc = container_of(work, struct vcram, pressure_work);
-	unsigned int pause_level = READ_ONCE(vcram_pause_level);
-	int level = READ_ONCE(vc->level);
 	bool paused, want;
+	char why[24];
 
 	mutex_lock(&vc->lock);
+	if (!vc->added)
+		goto out;
 	paused = node_private_paused(vc->nid);
-	/* Pause at pause_level; once paused, resume only back at NORMAL. */
-	want = vc->added && !vc->orphaned && pause_level <= VCRAM_LEVEL_HIGH &&
-	       (paused ? level > VCRAM_LEVEL_NORMAL : level >= (int)pause_level);
-	if (want && !paused)
-		vcram_pause(vc);
-	else if (!want && paused)
+	want = vcram_want_paused(vc, paused);
+	if (want && !paused) {
+		snprintf(why, sizeof(why), "pressure level %d",
+			 READ_ONCE(vc->level));
+		vcram_pause(vc, why);
+	} else if (!want && paused) {
 		vcram_resume(vc);
+	}
+out:
 	mutex_unlock(&vc->lock);
 }
 
 /*
- * The device is gone but the memory could not be removed: nothing will
- * report the end of the pressure, so resume placement now (freed pages are
- * zeroed on the CPU from here on).  Called after the queues are shut down.
+ * The device is gone (its queues are shut down) but the memory could not
+ * be removed: pages are in use.  Pause the node for good (nothing stores
+ * what would land there), zero freed pages on the CPU from now on, and
+ * remove the memory once its last page is free (vcram_reap_work()).  The
+ * caller holds a reference on the virtio device for the messages.
  */
 void vcram_mem_orphan(struct vcram *vc)
 {
 	cancel_work_sync(&vc->pressure_work);
 	mutex_lock(&vc->lock);
-	vc->orphaned = true;
-	if (node_private_paused(vc->nid))
-		vcram_resume(vc);
+	WRITE_ONCE(vc->orphaned, true);
+	if (!node_private_paused(vc->nid))
+		vcram_pause(vc, "device gone");
 	mutex_unlock(&vc->lock);
+	/* In case the last page was freed meanwhile. */
+	queue_delayed_work(vcram_orphan_wq, &vc->reap_work, HZ / 2);
 }
 
 static void vcram_put_mtype(struct vcram *vc)
@@ -228,8 +251,35 @@ int vcram_mem_add(struct vcram *vc)
 }
 
 /*
- * Offline and remove the window.  Fails with -EBUSY while pages of the
- * node are in use, leaving everything as it was.
+ * Offline and remove the window.  Called with vc->lock held.  Fails with
+ * -EBUSY while pages of the node are in use, leaving everything as it was.
+ * Nothing new is placed on the node meanwhile.
+ */
+static int vcram_mem_offline(struct vcram *vc)
+{
+	bool was_paused;
+	int ret;
+
+	lockdep_assert_held(&vc->lock);
+	was_paused = node_private_set_paused(&vc->np, true);
+	ret = offline_and_remove_private_memory(&vc->np, vc->base, vc->size);
+	vc->last_remove_err = ret;
+	if (ret) {
+		if (!was_paused)
+			node_private_set_paused(&vc->np, false);
+		return ret;
+	}
+	vc->added = false;
+	vcram_put_mtype(vc);
+	return 0;
+}
+
+/*
+ * Remove the window (sysfs "online", device removal).  The kept folios must
+ * come back first, as offlining waits for them: with the device running,
+ * have them discarded, and give up with -ETIMEDOUT rather than wait for a
+ * device that does not answer; with the device stopped they are zeroed on
+ * the CPU at once.
  */
 int vcram_mem_remove(struct vcram *vc)
 {
@@ -241,23 +291,39 @@ int vcram_mem_remove(struct vcram *vc)
 		mutex_unlock(&vc->lock);
 		return 0;
 	}
-	if (node_private_paused(vc->nid))
-		vcram_resume(vc);
-	/* Offlining waits for kept folios: have them discarded now. */
-	vcram_req_drain(vc);
-	ret = offline_and_remove_private_memory(&vc->np, vc->base, vc->size);
-	vc->last_remove_err = ret;
+	ret = vcram_req_drain(vc, 10 * HZ);
+	if (!ret)
+		ret = vcram_mem_offline(vc);
+	mutex_unlock(&vc->lock);
 	if (ret) {
 		dev_warn(dev, "node %d: memory not removed (%d)%s\n", vc->nid,
-			 ret, ret == -EBUSY ? ", pages in use" : "");
-		mutex_unlock(&vc->lock);
-		/* Pause again if the pressure asks for it. */
-		vcram_queue_pressure(vc);
+			 ret, ret == -EBUSY ? ", pages in use" :
+			 ret == -ETIMEDOUT ? ", the device does not answer" : "");
 		return ret;
 	}
-	vc->added = false;
-	vcram_put_mtype(vc);
-	mutex_unlock(&vc->lock);
 	dev_info(dev, "node %d: private memory removed\n", vc->nid);
 	return 0;
+}
+
+/*
+ * The device went away with pages in use: retried after frees on the node
+ * until the memory can be removed; then the last of the driver state goes.
+ */
+void vcram_reap_work(struct work_struct *work)
+{
+	struct vcram *vc = container_of(to_delayed_work(work), struct vcram,
+					reap_work);
+	struct virtio_device *vdev = vc->vdev;
+	int ret;
+
+	mutex_lock(&vc->lock);
+	ret = vc->added ? vcram_mem_offline(vc) : 0;
+	mutex_unlock(&vc->lock);
+	if (ret)
+		return;		/* still in use: the next free retries */
+	/* The driver is unbound: dev_info() would not name it. */
+	pr_info("%s: node %d: private memory removed, its last page is free\n",
+		dev_name(&vdev->dev), vc->nid);
+	vcram_free(vc);
+	put_device(&vdev->dev);
 }

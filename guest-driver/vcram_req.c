@@ -56,12 +56,18 @@ static unsigned int vcram_req_max_ranges(struct vcram *vc)
 	return clamp_t(unsigned int, n, 1, vc->max_ranges);
 }
 
-static struct vcram_req *vcram_req_alloc(u32 type, unsigned int max_ranges)
+/*
+ * The flush worker runs on a WQ_MEM_RECLAIM queue, possibly on its rescuer
+ * while the system is short of memory: it must not enter reclaim itself
+ * (GFP_NOWAIT).  When the allocation fails, freed folios are zeroed on the
+ * CPU instead, which needs no memory.
+ */
+static struct vcram_req *vcram_req_alloc(u32 type, unsigned int max_ranges,
+					 gfp_t gfp)
 {
 	struct vcram_req *req;
 
-	req = kmalloc(struct_size(req, ranges, max_ranges),
-		      GFP_KERNEL | __GFP_NOWARN);
+	req = kmalloc(struct_size(req, ranges, max_ranges), gfp | __GFP_NOWARN);
 	if (!req)
 		return NULL;
 	INIT_LIST_HEAD(&req->folios);
@@ -128,7 +134,6 @@ static void vcram_req_submit(struct vcram *vc, struct vcram_req *req)
 	unsigned long npages = req->npages;
 	u32 type = req->type;
 	unsigned long flags;
-	bool kick = false;
 	int ret;
 
 	req->hdr.type = cpu_to_le32(req->type);
@@ -140,6 +145,11 @@ static void vcram_req_submit(struct vcram *vc, struct vcram_req *req)
 		    req->nr_ranges * sizeof(struct vcram_range));
 	sg_init_one(&in, &req->resp, sizeof(req->resp));
 
+	/*
+	 * The kick stays under rq_lock: once vcram_req_stop() has set
+	 * rq_dead under it, nobody touches the queue, which the device's
+	 * reset and del_vqs then take away.
+	 */
 	spin_lock_irqsave(&vc->rq_lock, flags);
 	if (vc->rq_dead) {
 		ret = -ENODEV;
@@ -147,12 +157,11 @@ static void vcram_req_submit(struct vcram *vc, struct vcram_req *req)
 		ret = virtqueue_add_sgs(vc->rq, sgs, 1, 1, req, GFP_ATOMIC);
 		if (!ret) {
 			atomic_inc(&vc->inflight);
-			kick = virtqueue_kick_prepare(vc->rq);
+			if (virtqueue_kick_prepare(vc->rq))
+				virtqueue_notify(vc->rq);
 		}
 	}
 	spin_unlock_irqrestore(&vc->rq_lock, flags);
-	if (kick)
-		virtqueue_notify(vc->rq);
 
 	if (!ret) {
 		if (type == VCRAM_REQ_DISCARD) {
@@ -316,7 +325,8 @@ static void vcram_flush_commits(struct vcram *vc)
 
 	if (!READ_ONCE(vc->nr_commits))
 		return;
-	batch = kmalloc_array(VCRAM_COMMIT_SLOTS, sizeof(*batch), GFP_KERNEL);
+	batch = kmalloc_array(VCRAM_COMMIT_SLOTS, sizeof(*batch),
+			      GFP_NOWAIT | __GFP_NOWARN);
 	if (!batch)
 		return;	/* try again at the next flush */
 	spin_lock_irq(&vc->commit_lock);
@@ -347,7 +357,8 @@ static void vcram_flush_commits(struct vcram *vc)
 		}
 		if (!req) {
 			req = vcram_req_alloc(VCRAM_REQ_COMMIT,
-					      vcram_req_max_ranges(vc));
+					      vcram_req_max_ranges(vc),
+					      GFP_NOWAIT);
 			if (!req) {
 				vcram_count(vc, VCRAM_STAT_COMMITS_DROPPED,
 					    n - i);
@@ -392,7 +403,8 @@ void vcram_flush_work(struct work_struct *work)
 		}
 		if (!req) {
 			req = vcram_req_alloc(VCRAM_REQ_DISCARD,
-					      vcram_req_max_ranges(vc));
+					      vcram_req_max_ranges(vc),
+					      GFP_NOWAIT);
 			if (!req) {
 				vcram_zero_release_folio(vc, folio, order);
 				continue;
@@ -406,6 +418,9 @@ void vcram_flush_work(struct work_struct *work)
 		vcram_req_submit(vc, req);
 
 	vcram_flush_commits(vc);
+	/* No device: once the node's last page is free, remove its memory. */
+	if (READ_ONCE(vc->orphaned))
+		queue_delayed_work(vcram_orphan_wq, &vc->reap_work, HZ / 2);
 }
 
 /*
@@ -419,7 +434,7 @@ int vcram_req_reset(struct vcram *vc)
 
 	if (vc->version_minor < 2)
 		return 0;
-	req = vcram_req_alloc(VCRAM_REQ_RESET, 0);
+	req = vcram_req_alloc(VCRAM_REQ_RESET, 0, GFP_KERNEL);
 	if (!req)
 		return -ENOMEM;
 	WRITE_ONCE(vc->reset_status, VCRAM_S_MAX + 1);
@@ -430,36 +445,59 @@ int vcram_req_reset(struct vcram *vc)
 	return READ_ONCE(vc->reset_status) == VCRAM_S_OK ? 0 : -EIO;
 }
 
-/* Discard everything kept now and wait (a while) for the answers. */
-void vcram_req_drain(struct vcram *vc)
+/*
+ * Discard everything kept now and wait up to @timeout for the answers.
+ * Returns -ETIMEDOUT if requests are still unanswered then.
+ */
+int vcram_req_drain(struct vcram *vc, unsigned long timeout)
 {
 	mod_delayed_work(vc->wq, &vc->flush_work, 0);
 	flush_delayed_work(&vc->flush_work);
 	if (!wait_event_timeout(vc->inflight_wq, !atomic_read(&vc->inflight),
-				10 * HZ))
+				timeout)) {
 		dev_warn(&vc->vdev->dev,
-			 "%d requests still unanswered after 10 s\n",
-			 atomic_read(&vc->inflight));
+			 "%d requests still unanswered after %u ms\n",
+			 atomic_read(&vc->inflight), jiffies_to_msecs(timeout));
+		return -ETIMEDOUT;
+	}
+	return 0;
 }
 
 /*
- * After the device reset: no request completes any more.  Finish the
- * answered ones, fall back to the CPU for the others.
+ * Before the device reset: no new request, no kick from here on.  Freed
+ * folios are zeroed on the CPU until vcram_req_restart().
  */
-void vcram_req_shutdown(struct vcram *vc)
+void vcram_req_stop(struct vcram *vc)
 {
-	struct vcram_req *req;
-	unsigned int len;
-
 	spin_lock_irq(&vc->rq_lock);
 	vc->rq_dead = true;
 	spin_unlock_irq(&vc->rq_lock);
 	cancel_work_sync(&vc->done_work);
+}
+
+/*
+ * After the device reset (or with the device broken): no request completes
+ * any more.  Finish the answered ones, fall back to the CPU for the others:
+ * a reset device no longer carries them out.
+ */
+void vcram_req_reclaim(struct vcram *vc)
+{
+	struct vcram_req *req;
+	unsigned int len;
+
 	if (!vc->rq)
 		return;
-
 	while ((req = virtqueue_get_buf(vc->rq, &len)))
 		vcram_req_complete(vc, req, len, true);
 	while ((req = virtqueue_detach_unused_buf(vc->rq)))
 		vcram_req_complete(vc, req, 0, false);
+}
+
+/* The queues are set up again (restore, reset_done): requests flow. */
+void vcram_req_restart(struct vcram *vc)
+{
+	spin_lock_irq(&vc->rq_lock);
+	vc->rq_dead = false;
+	spin_unlock_irq(&vc->rq_lock);
+	vcram_req_kick_flush(vc, true);
 }

@@ -5,7 +5,9 @@
  *
  * Device values are read from the config space at each read; driver
  * counters are the driver's own.  "online" removes the memory (write 0;
- * fails with EBUSY while pages are in use) or adds it again (write 1).
+ * fails with EBUSY while pages are in use, ETIMEDOUT when the device leaves
+ * DISCARDs unanswered) or adds it again (write 1).  The ABI is documented
+ * in Documentation/ABI/testing/sysfs-driver-vcram.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 

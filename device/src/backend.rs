@@ -136,6 +136,9 @@ impl VcramBackend {
     fn drain_requests(&self, vring: &VringRwLock<GM>, mem: &Mem) -> (bool, bool) {
         let mut used = false;
         while let Some((head, chain)) = Self::pop_chain(vring, mem) {
+            if self.dev.fault.drop_request() {
+                continue;
+            }
             let len = self.dev.handle_request(&chain, &**mem);
             self.add_used(vring, head, len);
             used = true;

@@ -138,6 +138,8 @@ pub enum OptionsError {
     RawThreshold(u64),
     #[error("--socket {}: directory {} does not exist", socket.display(), dir.display())]
     NoSocketDir { socket: PathBuf, dir: PathBuf },
+    #[error("--fault: {0}")]
+    Fault(#[from] crate::fault::FaultError),
     #[error("--window-file {}: {source}", path.display())]
     WindowFile {
         path: PathBuf,
@@ -210,6 +212,12 @@ pub struct Cli {
     /// Worker threads for scanning and compression (default: the available cores).
     #[arg(long, value_name = "N", value_parser = parse_threads)]
     pub threads: Option<usize>,
+    /// Inject a fault, for tests of the guest driver (repeatable): drop-requests-after=N (answer
+    /// N requests per connection, then take requests off the queue without carrying them out
+    /// or answering), window-delay-ms=N (report the window N ms after finding it),
+    /// early-events (queue 2 valid and 3 malformed events before the window is reported).
+    #[arg(long = "fault", value_name = "FAULT", value_parser = crate::fault::parse_fault)]
+    pub faults: Vec<crate::fault::Fault>,
     /// Serve a single frontend connection, then exit.
     #[arg(long)]
     pub once: bool,
@@ -278,6 +286,7 @@ impl Cli {
                     source,
                 })?;
         }
+        let faults = crate::fault::FaultPlan::new(&self.faults)?;
         Ok(DaemonOptions {
             socket: self.socket,
             control_socket: self.control_socket,
@@ -296,6 +305,7 @@ impl Cli {
                 queue_size: self.queue_size,
                 punch_holes: self.punch_holes,
                 threads: self.threads.unwrap_or_else(default_threads),
+                faults,
             },
         })
     }
@@ -371,6 +381,46 @@ mod tests {
         assert_eq!(o.device.threads, 3);
         let o = parse(&["--socket", "s", "--window-base", "0", "--level", "-3"]).unwrap();
         assert_eq!(o.device.level, -3);
+    }
+
+    #[test]
+    fn fault_options() {
+        use crate::fault::FaultPlan;
+        let base = ["--socket", "s", "--window-base", "0"];
+        let with = |extra: &[&str]| {
+            let mut a = base.to_vec();
+            a.extend_from_slice(extra);
+            parse(&a)
+        };
+        assert!(with(&[]).unwrap().device.faults.is_empty());
+        let o = with(&[
+            "--fault",
+            "drop-requests-after=1",
+            "--fault",
+            "window-delay-ms=1500",
+            "--fault",
+            "early-events",
+        ])
+        .unwrap();
+        assert_eq!(
+            o.device.faults,
+            FaultPlan {
+                drop_requests_after: Some(1),
+                window_delay_ms: Some(1500),
+                early_events: true,
+            }
+        );
+        let e = with(&["--fault", "explode"]).unwrap_err();
+        assert!(
+            e.contains("--fault <FAULT>") && e.contains("unknown fault \"explode\""),
+            "{e}"
+        );
+        let e = with(&["--fault", "drop-requests-after"]).unwrap_err();
+        assert!(e.contains("needs a value: drop-requests-after=N"), "{e}");
+        let e = with(&["--fault", "window-delay-ms=x"]).unwrap_err();
+        assert!(e.contains("bad number \"x\""), "{e}");
+        let e = with(&["--fault", "early-events", "--fault", "early-events"]).unwrap_err();
+        assert_eq!(e, "--fault: fault early-events given twice");
     }
 
     #[test]

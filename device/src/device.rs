@@ -15,6 +15,7 @@ use vm_memory::{ByteValued, Bytes, GuestAddress, GuestAddressSpace};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::events::EventQueue;
+use crate::fault::FaultState;
 use crate::model::compress::Encoder;
 use crate::model::store::{Prepared, ScanWork, Seen};
 use crate::model::{Counters, PageState, Store, StoreConfig, Stored};
@@ -44,6 +45,8 @@ pub struct DeviceOptions {
     pub punch_holes: bool,
     /// Worker threads for scanning and compression.
     pub threads: usize,
+    /// Injected faults (`--fault`), for tests of the driver.
+    pub faults: crate::fault::FaultPlan,
 }
 
 impl Default for DeviceOptions {
@@ -61,6 +64,7 @@ impl Default for DeviceOptions {
             queue_size: 1024,
             punch_holes: false,
             threads: 1,
+            faults: Default::default(),
         }
     }
 }
@@ -100,6 +104,8 @@ pub struct Device {
     encoders: Mutex<Vec<Encoder>>,
     pub dc: DeviceCounters,
     pub warn: RateLimiter,
+    /// Injected faults (`--fault`) and their state.
+    pub fault: FaultState,
     /// Written when events are queued outside the vring thread.
     pub notify: EventFd,
     pub connected: AtomicBool,
@@ -138,6 +144,7 @@ impl GuestBytes for GuestMem {
 
 impl Device {
     pub fn new(opts: DeviceOptions) -> std::io::Result<Device> {
+        let fault = FaultState::new(opts.faults.clone());
         Ok(Device {
             opts,
             mem: Mutex::new(None),
@@ -148,6 +155,7 @@ impl Device {
             encoders: Mutex::new(Vec::new()),
             dc: DeviceCounters::default(),
             warn: RateLimiter::new(10),
+            fault,
             notify: EventFd::new(EFD_NONBLOCK)?,
             connected: AtomicBool::new(false),
             ended: AtomicBool::new(false),
@@ -203,6 +211,12 @@ impl Device {
                                 let _ = self.notify.write(1);
                             }
                             *store = Some(s);
+                            let early = self.fault.window_found(base, size);
+                            if !early.is_empty() {
+                                let mut q = lock(&self.events);
+                                early.into_iter().for_each(|r| q.push_record(r));
+                                let _ = self.notify.write(1);
+                            }
                             WindowState::Ok { base, size }
                         }
                         Err(e) => WindowState::Bad(format!("cannot create the page store: {e}")),
@@ -696,7 +710,10 @@ impl Device {
     /// The config space (256 bytes; the defined part is `VCRAM_CONFIG_SIZE`).
     pub fn config_bytes(&self) -> [u8; VCRAM_CONFIG_MAX] {
         let c = *lock(&self.published);
-        let ws = self.window_state();
+        let mut ws = self.window_state();
+        if self.fault.window_hidden() {
+            ws = WindowState::Unknown;
+        }
         let (base, size) = match ws {
             WindowState::Ok { base, size } => (base, size),
             _ => (0, 0),

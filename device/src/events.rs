@@ -100,6 +100,14 @@ impl EventQueue {
         self.pending.push_back(rec);
     }
 
+    /// Queue a record as it is, numbered like the others (fault injection: `--fault`).
+    pub fn push_record(&mut self, mut rec: VcramEvent) {
+        self.seq += 1;
+        self.generated += 1;
+        rec.seq = self.seq.into();
+        self.pending.push_back(rec);
+    }
+
     /// Merges an overflow run into the newest waiting record if that is an OVERFLOW ending
     /// where the run starts. True if merged.
     fn merge_overflow(&mut self, addr: u64, npages: u32, used: u64, overflow_total: u64) -> bool {

@@ -13,6 +13,7 @@ pub mod control;
 pub mod daemon;
 pub mod device;
 pub mod events;
+pub mod fault;
 pub mod metrics;
 pub mod model;
 pub mod observe;

@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: GPL-2.0
 # In-guest test: the vcram PCI device goes away (sysfs PCI remove), KTAP.
 # Without pages in use the memory goes with it; with pages in use the node
-# stays (the module stays loaded, freed pages are zeroed by the CPU).
+# stays, paused (the module stays loaded, freed pages are zeroed by the
+# CPU), until its last page is free: then its memory goes too.
 
 KTAP_LIB=/usr/share/vcram/ktap.sh
 [ -r $KTAP_LIB ] || { echo "KTAP version 1"; echo "Bail out! $KTAP_LIB missing (rebuild the initramfs)"; exit 1; }
@@ -22,7 +23,7 @@ private() {
 	cat /sys/devices/system/node/has_private_memory 2>/dev/null
 }
 
-ktap_plan 6
+ktap_plan 7
 insmod "$KO"
 PCI=$(pcidev)
 check "bound, node $NODE private" test -n "$PCI" -a "$(private)" = "$NODE"
@@ -47,10 +48,16 @@ rmmod vcram 2>/dev/null
 rrc=$?
 check "device removed with pages in use: node stays, module stays" \
 	test "$(private)" = "$NODE" -a "$rrc" -ne 0
-wait "$holder"
-hrc=$?
 vcram-membind "$NODE" 16 0 random >/dev/null 2>&1
 arc=$?
-check "holder's data intact, node still usable" test "$hrc" -eq 0 -a "$arc" -eq 0
+wait "$holder"
+hrc=$?
+check "holder's data intact, the orphaned node takes no new memory" \
+	test "$hrc" -eq 0 -a "$arc" -ne 0
+gone() { [ -z "$(private)" ]; }
+wait_for 15 gone
+rmmod vcram
+check "memory removed once its last page is free, module unloads" \
+	test $? -eq 0 -a -z "$(private)"
 dmesg | grep vcram | sed 's/^/# /' | tail -8
 ktap_done

@@ -3,6 +3,7 @@
 //! suites of `guest-driver/tests/` run in the test guest, and the host checks
 //! the device's own statistics afterwards.
 
+use std::time::{Duration, Instant};
 use vcram_e2e::device::Device;
 use vcram_e2e::guest::{require_platform, Launch, Run};
 use vcram_e2e::repo_root;
@@ -92,4 +93,88 @@ fn device_removal_with_pages_in_use_does_not_crash_the_guest() {
 fn tiering_demotes_into_the_node() {
     let (run, dev) = run_suite("vcram-tiering.sh", &[], 900);
     assert_ktap_passed(&run, &dev, 4);
+}
+
+/// The device stops answering (every request after the probe's RESET is taken
+/// off the queue and never answered), then the PCI device goes away with pages
+/// in use: the removal completes within 15 s, the node takes no new memory,
+/// and its memory goes once the last page is free (nothing lost or leaked).
+#[test]
+fn removal_of_a_device_that_stopped_answering_completes() {
+    let (run, dev) = run_suite("vcram-stall.sh", &["--fault", "drop-requests-after=1"], 600);
+    assert_ktap_passed(&run, &dev, 11);
+    assert!(
+        dev.log().contains("fault drop-requests-after=1"),
+        "the device dropped no request\n{}",
+        dev.log()
+    );
+}
+
+/// A surprise removal (the queues broken as virtio-pci does when the device is
+/// gone, then the removal) with pages in use and DISCARDs in flight: it
+/// completes within 15 s, and the node's memory goes once its last page is free.
+/// (QMP `device_del` cannot be used: the device sits on pcie.0, which has no
+/// hotplug, and the guest kernel has no PCI hotplug driver.)
+#[test]
+fn surprise_removal_with_pages_in_use_completes() {
+    let (run, dev) = run_suite(
+        "vcram-surprise.sh",
+        &["--fault", "drop-requests-after=1"],
+        600,
+    );
+    assert_ktap_passed(&run, &dev, 7);
+}
+
+/// Events queued before the window is reported (the device finds its window
+/// and reports it 1.5 s later) are handled once it is known: the valid ones
+/// count, the malformed ones are dropped; a lost event counts once.
+#[test]
+fn early_and_malformed_events() {
+    let (run, dev) = run_suite(
+        "vcram-events.sh",
+        &["--fault", "window-delay-ms=1500", "--fault", "early-events"],
+        600,
+    );
+    assert_ktap_passed(&run, &dev, 6);
+}
+
+/// The device is reset under the driver with pages on the node (S3 suspend
+/// and QMP `system_wakeup` where the guest kernel has suspend, else a PCI
+/// function reset through the same quiesce and re-init): DISCARDs and events
+/// flow again, and the data survives.
+#[test]
+fn device_reset_with_pages_on_the_node() {
+    require_platform();
+    assert!(driver_built(), "re-run scripts/setup");
+    let dev = Device::start(&["--physical-size", "96M"]).expect("start vcram-device");
+    let script = std::fs::read_to_string(repo_root().join("guest-driver/tests/vcram-pm.sh"))
+        .expect("suite script");
+    let mut guest = Launch::new()
+        .device_socket(&dev.socket())
+        .timeout(600)
+        .spawn_script(&script)
+        .expect("launch");
+    // Either the guest suspends (then wake it up) or it resets the device.
+    let marker = guest
+        .wait_for_serial("reset by ", Duration::from_secs(300))
+        .map(|_| guest.serial());
+    let serial = marker.unwrap_or_else(|e| panic!("{e}\n{}", dev.log()));
+    if serial.contains("waiting for the host's system_wakeup") {
+        let mut qmp = guest.qmp().expect("qmp");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let st = qmp
+                .execute("query-status", serde_json::json!({}))
+                .expect("query-status");
+            if st["status"] == "suspended" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "guest did not suspend: {st}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        qmp.execute("system_wakeup", serde_json::json!({}))
+            .expect("system_wakeup");
+    }
+    let run = guest.wait(Duration::from_secs(600)).expect("wait");
+    assert_ktap_passed(&run, &dev, 6);
 }

@@ -1,0 +1,97 @@
+#!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
+# In-guest test, KTAP: the device is reset under the driver with pages on
+# the node, and everything must flow again afterwards.
+#
+# The reset, the first of these the guest has:
+# - S3: echo mem > /sys/power/state, the host wakes the guest with QMP
+#   system_wakeup (the driver's freeze/restore); needs CONFIG_PM_SLEEP;
+# - a PCI function reset: echo 1 > .../reset (reset_prepare/reset_done);
+#   needs a reset method for the device;
+# - debugfs vcram/virtioN/reset: the virtio core's freeze and restore steps
+#   around the same driver callbacks (vcram_quiesce(), vcram_reinit()).
+# The test guest's kernel has no PM_SLEEP and the device no reset method
+# (root bus, no FLR): the debugfs path.
+
+KTAP_LIB=/usr/share/vcram/ktap.sh
+[ -r $KTAP_LIB ] || { echo "KTAP version 1"; echo "Bail out! $KTAP_LIB missing (rebuild the initramfs)"; exit 1; }
+# shellcheck source=tests/guest/lib/ktap.sh
+. $KTAP_LIB
+
+KO=${VCRAM_KO:-/lib/modules/vcram/vcram.ko}
+NODE=${VCRAM_NODE:-1}
+
+stat() {
+	cat "$VDIR/$1" 2>/dev/null || echo -1
+}
+
+ktap_plan 6
+
+insmod "$KO"
+VDEV=
+for d in /sys/bus/virtio/drivers/vcram/virtio*; do
+	[ -e "$d" ] && VDEV=$d
+done
+VDIR=$VDEV/vcram
+PCI=$(readlink -f "$VDEV/..")
+# 1
+check "bound, node $NODE private" test -n "$VDEV"
+
+vcram-membind "$NODE" 16 40 text >/tmp/h.out 2>&1 &
+holder=$!
+sleep 3
+d0=$(stat discard_pages)
+p0=$(stat events_pressure)
+s0=$(stat last_event_seq)
+
+# 2: the reset
+if [ -e /sys/power/state ] && grep -qw mem /sys/power/state; then
+	how="S3 suspend and resume"
+	echo "# reset by $how: waiting for the host's system_wakeup"
+	echo mem > /sys/power/state
+	rrc=$?
+elif [ -w "$PCI/reset" ]; then
+	how="PCI function reset"
+	echo "# no suspend in this kernel; reset by $how, method $(cat "$PCI/reset_method")"
+	echo 1 > "$PCI/reset"
+	rrc=$?
+else
+	how="freeze and restore through debugfs"
+	echo "# no suspend in this kernel, no reset method for $PCI; reset by $how"
+	echo 1 > "/sys/kernel/debug/vcram/$(basename "$VDEV")/reset"
+	rrc=$?
+fi
+check "$how with 16 MiB on node $NODE" test "$rrc" -eq 0
+
+# 3: DISCARDs flow after the reset
+vcram-membind "$NODE" 16 0 random >/dev/null 2>&1
+drained() { [ "$(stat pages_pending)" -eq 0 ] && [ "$(stat requests_inflight)" -eq 0 ]; }
+wait_for 10 drained
+echo "# discard_pages $d0 -> $(stat discard_pages), pages_pending $(stat pages_pending), requests_inflight $(stat requests_inflight), pages_zeroed_cpu $(stat pages_zeroed_cpu)"
+check "DISCARDs are sent and answered after the reset" \
+	test "$(stat discard_pages)" -ge "$((d0 + 4096))" -a "$(stat pages_pending)" -eq 0
+
+# 4: events flow after the reset: the device's pressure events come
+# through the eventq again (a small capacity: 96M; 72 MiB of random data,
+# held while the device scans it,
+# crosses the low watermark, 72 MiB)
+vcram-membind "$NODE" 72 10 random slow >/dev/null 2>&1 &
+w=$!
+evs() { [ "$(stat events_pressure)" -gt "$p0" ]; }
+wait_for 30 evs
+echo "# events_pressure $p0 -> $(stat events_pressure), last_event_seq $s0 -> $(stat last_event_seq), device_pressure_level $(stat device_pressure_level)"
+check "pressure events arrive on the eventq after the reset" evs
+wait "$w"
+
+# 5
+wait "$holder"
+hrc=$?
+sed 's/^/# holder: /' /tmp/h.out | tail -3
+check "data on node $NODE intact across the reset" test "$hrc" -eq 0
+
+# 6
+sleep 2
+echo 0 > "$VDIR/online"
+check "memory removed afterwards (nothing kept)" test "$(stat online)" = 0
+dmesg | grep vcram | sed 's/^/# /' | tail -12
+ktap_done

@@ -1,0 +1,112 @@
+#!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
+# In-guest test, KTAP: the device stops answering (vcram-device
+# --fault drop-requests-after=1: the probe's RESET is answered, every later
+# request is taken off the queue and never answered), then the PCI device
+# is removed: first with no page in use but the freed ones the device did
+# not discard, then with pages in use.  Each removal must finish within
+# 15 s, the folios of the unanswered DISCARDs must come back (zeroed by the
+# CPU), the orphaned node must take no new memory, and once its last user
+# is gone its memory must go away: no page lost, none leaked.
+
+KTAP_LIB=/usr/share/vcram/ktap.sh
+[ -r $KTAP_LIB ] || { echo "KTAP version 1"; echo "Bail out! $KTAP_LIB missing (rebuild the initramfs)"; exit 1; }
+# shellcheck source=tests/guest/lib/ktap.sh
+. $KTAP_LIB
+
+KO=${VCRAM_KO:-/lib/modules/vcram/vcram.ko}
+NODE=${VCRAM_NODE:-1}
+
+private() {
+	cat /sys/devices/system/node/has_private_memory 2>/dev/null
+}
+
+stat() {
+	cat "$VDIR/$1" 2>/dev/null || echo -1
+}
+
+ktap_plan 11
+
+bind() {
+	insmod "$KO"
+	VDEV=
+	for d in /sys/bus/virtio/drivers/vcram/virtio*; do
+		[ -e "$d" ] && VDEV=$d
+	done
+	VDIR=$VDEV/vcram
+	PCI=$(readlink -f "$VDEV/..")
+}
+
+# unanswered MIB: free MIB on the node, wait until the device holds their
+# DISCARDs without answering
+unanswered() {
+	vcram-membind "$NODE" "$1" 0 text >/dev/null 2>&1
+	held() { [ "$(stat requests_inflight)" -gt 0 ] && [ "$(stat pages_pending)" -ge $(($1 * 256)) ]; }
+	wait_for 10 held "$1"
+	echo "# requests_inflight $(stat requests_inflight) pages_pending $(stat pages_pending) discards_sent $(stat discards_sent)"
+	held "$1"
+}
+
+# remove_pci: remove the PCI device in the background, wait up to 15 s
+remove_pci() {
+	rm -f /tmp/removed
+	t0=$(date +%s)
+	(echo 1 > "$PCI/remove"; echo done > /tmp/removed) &
+	removed() { [ -e /tmp/removed ]; }
+	wait_for 15 removed
+	echo "# removal took $(($(date +%s) - t0)) s (limit 15)"
+	removed
+}
+
+gone() { [ -z "$(private)" ]; }
+
+# --- the device stops answering, no page in use, only kept ones ---
+bind
+# 1
+check "bound, node $NODE private" test -n "$VDEV" -a "$(private)" = "$NODE"
+# 2
+check "DISCARDs of 16 MiB freed stay unanswered" unanswered 16
+# 3: offlining waits for every kept folio: they must come back without
+# the device
+check "device removal with only unanswered DISCARDs completes within 15 s" remove_pci
+# 4: the memory could only go if every page came back
+check "node $NODE's memory went with the device (no page kept)" gone
+# 5
+rmmod vcram 2>/dev/null
+check "module unloads" test $? -eq 0
+
+# --- again, with pages in use ---
+echo 1 > /sys/bus/pci/rescan
+sleep 1
+bind
+# 6: the device answers nothing now, not even the probe's RESET
+check "device back after rescan, node $NODE private again" test "$(private)" = "$NODE"
+vcram-membind "$NODE" 8 25 text >/tmp/h.out 2>&1 &
+holder=$!
+sleep 3
+unanswered 4 >/dev/null
+# 7
+check "device removal with pages in use and unanswered DISCARDs completes within 15 s" remove_pci
+# 8
+rmmod vcram 2>/dev/null
+rrc=$?
+check "pages in use: node $NODE stays, module stays" \
+	test "$(private)" = "$NODE" -a "$rrc" -ne 0
+# 9: nothing new lands on a node with no device behind it
+vcram-membind "$NODE" 4 0 zero >/tmp/new.out 2>&1
+nrc=$?
+sed 's/^/# new: /' /tmp/new.out | tail -2
+check "orphaned node takes no new memory" test "$nrc" -ne 0
+# 10
+wait "$holder"
+hrc=$?
+sed 's/^/# holder: /' /tmp/h.out | tail -2
+check "holder's data intact" test "$hrc" -eq 0
+# 11: once the last page is free, the memory goes: nothing leaked
+wait_for 15 gone
+rmmod vcram 2>/dev/null
+mrc=$?
+check "memory removed once its last page is free, module unloads" \
+	test "$mrc" -eq 0 -a -z "$(private)"
+dmesg | grep vcram | sed 's/^/# /' | tail -16
+ktap_done
