@@ -94,16 +94,6 @@ fn discard_throughput_mode(mode: &str) {
     }
 }
 
-fn proc_status(pid: u32, key: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0)
-        * 1024
-}
-
 #[test]
 #[ignore]
 fn rss_after_commit() {
@@ -297,7 +287,7 @@ fn scale_control_clients() {
     let mut lat = Vec::new();
     for _ in 0..20 {
         let t0 = Instant::now();
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_vcramctl"))
+        let o = std::process::Command::new(ctl_bin())
             .arg("--socket")
             .arg(&d.control)
             .args(["stats", "--json"])
@@ -319,11 +309,6 @@ fn scale_control_clients() {
 
 /// CPU time (user + system) the process used so far, in seconds.
 fn cpu_secs(pid: u32) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let rest = &s[s.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of stat: 11 and 12 after the command name
-    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
     // SAFETY: sysconf has no preconditions.
-    ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+    cpu_ticks(pid) as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }

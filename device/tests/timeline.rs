@@ -14,10 +14,7 @@ use vcram_device::stats::Snapshot;
 use vcram_device::timeline::{Reply, Sample};
 
 fn vcramctl(args: &[&str]) -> (bool, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_vcramctl"))
-        .args(args)
-        .output()
-        .unwrap();
+    let o = Command::new(ctl_bin()).args(args).output().unwrap();
     (
         o.status.success(),
         String::from_utf8_lossy(&o.stdout).to_string(),
@@ -346,7 +343,7 @@ fn metrics_port_in_use_is_an_error() {
     let busy = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = busy.local_addr().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_vcram-device"))
+    let o = Command::new(device_bin())
         .args(["--socket"])
         .arg(dir.path().join("v.sock"))
         .args(["--window-base", "4G", "--metrics-listen", &addr])
@@ -356,7 +353,7 @@ fn metrics_port_in_use_is_an_error() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains(&format!("--metrics-listen {addr}")), "{err}");
     assert!(err.contains("in use"), "{err}");
-    let o = Command::new(env!("CARGO_BIN_EXE_vcram-device"))
+    let o = Command::new(device_bin())
         .args([
             "--socket",
             "/tmp/x.sock",

@@ -11,7 +11,7 @@ use vcram_device::protocol::*;
 use vcram_device::stats::Snapshot;
 
 fn ctl(d: &Daemon, args: &[&str]) -> (bool, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_vcramctl"))
+    let o = Command::new(ctl_bin())
         .arg("--socket")
         .arg(&d.control)
         .args(args)
@@ -91,7 +91,7 @@ fn stats_table_json_prometheus_watch() {
     assert_eq!(s.scan_changed_pages, 1);
 
     // --watch repeats
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vcramctl"))
+    let mut child = Command::new(ctl_bin())
         .arg("--socket")
         .arg(&d.control)
         .args(["stats", "--json", "--watch", "0.1"])
@@ -108,7 +108,7 @@ fn stats_table_json_prometheus_watch() {
 #[test]
 fn errors_are_clear() {
     let d = Daemon::start(&[]);
-    let o = Command::new(env!("CARGO_BIN_EXE_vcramctl"))
+    let o = Command::new(ctl_bin())
         .args(["--socket", "/nonexistent/vcram.ctl", "stats"])
         .output()
         .unwrap();

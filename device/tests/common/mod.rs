@@ -315,6 +315,42 @@ impl Vq {
     }
 }
 
+/// The daemon under test: this build's, or the one `VCRAM_DEVICE_BIN` names (device/TESTING.md:
+/// the hostile-input tests were run against the code before the fix that way).
+pub fn device_bin() -> PathBuf {
+    std::env::var_os("VCRAM_DEVICE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_vcram-device")))
+}
+
+/// `vcramctl` under test: this build's, or the one `VCRAM_CTL_BIN` names.
+pub fn ctl_bin() -> PathBuf {
+    std::env::var_os("VCRAM_CTL_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_vcramctl")))
+}
+
+/// A `/proc/PID/status` field given in kB (`RssAnon:`, `VmRSS:`), in bytes; a count
+/// (`Threads:`) comes back as is times 1024.
+pub fn proc_status(pid: u32, key: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+/// CPU time (user + system) the process used so far, in clock ticks.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &s[s.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // fields 14 and 15 of stat (utime, stime) are at 11 and 12 after the command name
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
 pub struct Daemon {
     pub child: Child,
     pub args: Vec<String>,
@@ -357,7 +393,7 @@ impl Daemon {
     }
 
     fn spawn(args: &[String]) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_vcram-device"))
+        Command::new(device_bin())
             .args(args)
             .env(
                 "RUST_LOG",
