@@ -254,7 +254,7 @@ fn order_of_checks_matches_protocol_md() {
     let g = Guest::new();
     let mut c = Conn::open(&d.socket, &g, MemSetup::Table);
     let outside = 0x7fff_0000_0000;
-    let mut submit = |c: &mut Conn, hdr: &[u8], tail: (u64, u32)| {
+    let submit = |c: &mut Conn, hdr: &[u8], tail: (u64, u32)| {
         let ra = c.alloc(hdr.len() as u64);
         g.write(ra, hdr);
         let resp = c.alloc(24);
