@@ -40,6 +40,12 @@ kv() { # kv LINE KEY
     printf '%s\n' "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"
 }
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; }
+fields() { # fields LINE KEY...: sets the shell variable KEY to the value of each KEY=
+    local line=$1 k
+    shift
+    for k; do printf -v "$k" '%s' "$(kv "$line" "$k")"; done
+}
 
 {
     echo "Measured $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) CPU(s), load average $(cut -d' ' -f1-3 /proc/loadavg); $(zstd --version | head -n 1)."
@@ -48,21 +54,12 @@ mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
     echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     base_ms=""
     grep '^scale ' "$out" | while read -r line; do
-        g=$(kv "$line" window_gib)
-        t=$(kv "$line" touched)
-        i=$(kv "$line" images)
-        m=$(kv "$line" metadata)
-        r=$(kv "$line" vm_rss)
-        a=$(kv "$line" rss_anon)
-        s=$(kv "$line" rss_shmem)
-        f=$(kv "$line" first_scan_ms)
-        ms=$(kv "$line" scan_ms)
-        target=$((t + i + m + (64 << 20)))
+        fields "$line" window_gib touched images metadata vm_rss rss_anon rss_shmem first_scan_ms scan_ms
+        target=$((touched + images + metadata + (64 << 20)))
         met=no
-        [ "$r" -le "$target" ] && met=yes
-        [ -n "$base_ms" ] || base_ms=$ms
-        ratio=$(awk -v a="$ms" -v b="$base_ms" 'BEGIN { printf "%.2fx", a / b }')
-        echo "| $g GiB | $(mib "$t") MiB | $(mib "$i") MiB | $(mib "$m") MiB | $(mib "$r") MiB | $(mib "$a") MiB | $(mib "$s") MiB | $(mib "$target") MiB | $met | $f | $ms | $ratio |"
+        [ "$vm_rss" -le "$target" ] && met=yes
+        [ -n "$base_ms" ] || base_ms=$scan_ms
+        echo "| $window_gib GiB | $(mib "$touched") MiB | $(mib "$images") MiB | $(mib "$metadata") MiB | $(mib "$vm_rss") MiB | $(mib "$rss_anon") MiB | $(mib "$rss_shmem") MiB | $(mib "$target") MiB | $met | $first_scan_ms | $scan_ms | $(ratio "$scan_ms" "$base_ms") |"
     done
     echo
     echo "Scan and compression of 256 MiB written directly (one pass finds and compresses every page, best of 3), on $(nproc) cores shared with other work:"
@@ -71,12 +68,10 @@ mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
     echo "| --- | --- | --- | --- | --- | --- |"
     one=""
     grep '^threads ' "$out" | while read -r line; do
-        n=$(kv "$line" n)
-        v=$(kv "$line" scan_compress_mbps)
-        c=$(kv "$line" cpu_per_wall)
-        [ -n "$one" ] || one=$v
-        per=$(awk -v a="$v" -v c="$c" 'BEGIN { printf "%.1f", a / c }')
-        echo "| $n | $v | $(awk -v a="$v" -v b="$one" 'BEGIN { printf "%.2fx", a / b }') | $c | $per | $(awk -v a="$per" -v z="$zstd_mbps" 'BEGIN { printf "%.2fx", a / z }') |"
+        fields "$line" n scan_compress_mbps cpu_per_wall
+        [ -n "$one" ] || one=$scan_compress_mbps
+        per=$(awk -v a="$scan_compress_mbps" -v c="$cpu_per_wall" 'BEGIN { printf "%.1f", a / c }')
+        echo "| $n | $scan_compress_mbps | $(ratio "$scan_compress_mbps" "$one") | $cpu_per_wall | $per | $(ratio "$per" "$zstd_mbps") |"
     done
     echo
     echo "Control socket with 1000 clients connected and idle (half of them mid-line):"

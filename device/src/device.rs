@@ -946,23 +946,7 @@ pub mod tests {
     /// Run a request through `handle_request` with a chain in the first MiB of guest memory.
     pub fn run_request(d: &Device, gm: &GM, req_type: u32, ranges: &[(u64, u32)]) -> VcramResp {
         let m = gm.memory();
-        let mut req = VcramReqHeader {
-            req_type: req_type.into(),
-            nr_ranges: (ranges.len() as u32).into(),
-            tag: 0.into(),
-        }
-        .as_slice()
-        .to_vec();
-        for &(a, n) in ranges {
-            req.extend_from_slice(
-                VcramRange {
-                    addr: a.into(),
-                    npages: n.into(),
-                    reserved: 0.into(),
-                }
-                .as_slice(),
-            );
-        }
+        let req = encode_request(req_type, 0, ranges);
         m.write_slice(&req, GuestAddress(0x1000)).unwrap();
         let chain = Chain {
             descs: vec![

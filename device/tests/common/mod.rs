@@ -351,6 +351,16 @@ pub fn cpu_ticks(pid: u32) -> u64 {
     f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
 
+/// Run `vcramctl` (`ctl_bin()`) with `args`: (success, stdout, stderr).
+pub fn vcramctl(args: &[&str]) -> (bool, String, String) {
+    let o = Command::new(ctl_bin()).args(args).output().unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).to_string(),
+        String::from_utf8_lossy(&o.stderr).to_string(),
+    )
+}
+
 pub struct Daemon {
     pub child: Child,
     pub args: Vec<String>,
@@ -605,17 +615,23 @@ impl Conn {
     }
 }
 
-pub fn request_bytes(t: u32, ranges: &[(u64, u32)]) -> Vec<u8> {
-    let mut v = Vec::new();
-    v.extend_from_slice(&t.to_le_bytes());
-    v.extend_from_slice(&(ranges.len() as u32).to_le_bytes());
-    v.extend_from_slice(&0x1234u64.to_le_bytes());
-    for &(a, n) in ranges {
-        v.extend_from_slice(&a.to_le_bytes());
-        v.extend_from_slice(&n.to_le_bytes());
-        v.extend_from_slice(&0u32.to_le_bytes());
+/// Some of every kind of traffic: `text` pages of text written at the start of the window,
+/// COMMIT of the first `commit` pages, DISCARD of `discard` pages after the text, and one
+/// request of an unknown type (UNSUPPORTED).
+pub fn traffic(c: &mut Conn, g: &Guest, text: u64, commit: u32, discard: u32) {
+    for i in 0..text {
+        g.write(g.window_page(i), &text_page(i));
     }
-    v
+    let (_, r) = c.request(g, VCRAM_REQ_COMMIT, &[(g.window_page(0), commit)]);
+    assert_eq!(u32::from(r.status), VCRAM_S_OK);
+    let (_, r) = c.request(g, VCRAM_REQ_DISCARD, &[(g.window_page(text), discard)]);
+    assert_eq!(u32::from(r.status), VCRAM_S_OK);
+    let (_, r) = c.request(g, 9, &[(g.window_page(text), 2)]);
+    assert_eq!(u32::from(r.status), VCRAM_S_UNSUPPORTED);
+}
+
+pub fn request_bytes(t: u32, ranges: &[(u64, u32)]) -> Vec<u8> {
+    encode_request(t, 0x1234, ranges)
 }
 
 pub fn read_resp(g: &Guest, gpa: u64) -> VcramResp {
