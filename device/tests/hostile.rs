@@ -303,38 +303,34 @@ fn watch_interval_out_of_range_is_refused() {
     }
 }
 
-/// `--low-watermark 5 --hysteresis 50` is refused: the level could never clear.
-#[test]
-fn hysteresis_above_the_low_watermark_is_refused() {
-    let e = refused(&[
+/// The daemon with a window at 4G and `extra` refuses to start, naming `needle`.
+fn refuses_options(extra: &[&str], needle: &str) {
+    let base = [
         "--socket",
         "/tmp/vcram-hostile-unused.sock",
         "--window-base",
         "4G",
-        "--low-watermark",
-        "5",
+    ];
+    let e = refused(&[&base[..], extra].concat()).unwrap_or_else(|| panic!("{extra:?} accepted"));
+    assert!(e.contains(needle), "{e}");
+}
+
+/// `--low-watermark 5 --hysteresis 50` is refused: the level could never clear.
+#[test]
+fn hysteresis_above_the_low_watermark_is_refused() {
+    refuses_options(
+        &["--low-watermark", "5", "--hysteresis", "50"],
         "--hysteresis",
-        "50",
-    ])
-    .expect("accepted");
-    assert!(e.contains("--hysteresis"), "{e}");
+    );
 }
 
 /// A physical size smaller than the window's metadata is refused.
 #[test]
 fn physical_size_below_the_metadata_is_refused() {
-    let e = refused(&[
-        "--socket",
-        "/tmp/vcram-hostile-unused.sock",
-        "--window-base",
-        "4G",
-        "--window-size",
-        "1G",
-        "--physical-size",
-        "1M",
-    ])
-    .expect("accepted");
-    assert!(e.contains("metadata"), "{e}");
+    refuses_options(
+        &["--window-size", "1G", "--physical-size", "1M"],
+        "metadata",
+    );
 }
 
 /// Scans never read holes of the window's backing file: host memory follows what the guest
