@@ -763,10 +763,13 @@ impl Device {
             low_watermark: self.opts.low_watermark,
             high_watermark: self.opts.high_watermark,
             scan_interval_ms: self.opts.scan_interval_ms,
-            rss_bytes: stats::rss_bytes(),
-            rss_anon_bytes: stats::rss_anon_bytes(),
             ..Default::default()
         };
+        let rss = stats::Rss::of_self();
+        s.rss_bytes = rss.total;
+        s.rss_anon_bytes = rss.anon;
+        s.rss_shmem_bytes = rss.shmem;
+        s.rss_file_bytes = rss.file;
         if let WindowState::Ok { base, size } = ws {
             s.window_base = base;
             s.logical_capacity = size;
