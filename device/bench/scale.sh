@@ -73,16 +73,18 @@ fields() { # fields LINE KEY...: sets the shell variable KEY to the value of eac
         echo "| $window_gib GiB | $(mib "$touched") MiB | $(mib "$images") MiB | $(mib "$metadata") MiB | $(mib "$vm_rss") MiB | $(mib "$rss_anon") MiB | $(mib "$rss_shmem") MiB | $(mib "$target") MiB | $met | $first_scan_ms | $scan_ms | $(ratio "$scan_ms" "$base_ms") |"
     done
     echo
-    echo "Scan and compression of 256 MiB written directly (one pass finds and compresses every page, best of 3), on $(nproc) cores shared with other work:"
+    echo "Scan and compression of 256 MiB written directly (one pass finds and compresses every page, best of 3), on $(nproc) cores shared with other work; beside it, interleaved with it in the same minutes, the anchor: the same pages compressed one by one with zstd level 1 by 1 and 2 threads of one process that share nothing:"
     echo
-    echo "| workers | MB/s | vs 1 worker | daemon CPU seconds per second | MB per CPU second | per CPU second vs zstd -b1 -B4096 ($zstd_mbps MB/s, one core) |"
-    echo "| --- | --- | --- | --- | --- | --- |"
+    echo "| workers | device MB/s | vs 1 worker | daemon CPU seconds per second | device MB per CPU second | vs \`zstd -b1 -B4096\` ($zstd_mbps MB/s, one core) | anchor MB/s | anchor vs 1 thread | anchor CPU seconds per second | device / anchor |"
+    echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     one=""
+    aone=""
     grep '^threads ' "$out" | while read -r line; do
-        fields "$line" n scan_compress_mbps cpu_per_wall
+        fields "$line" n scan_compress_mbps cpu_per_wall anchor_mbps anchor_cpu_per_wall
         [ -n "$one" ] || one=$scan_compress_mbps
+        [ -n "$aone" ] || aone=$anchor_mbps
         per=$(awk -v a="$scan_compress_mbps" -v c="$cpu_per_wall" 'BEGIN { printf "%.1f", a / c }')
-        echo "| $n | $scan_compress_mbps | $(ratio "$scan_compress_mbps" "$one") | $cpu_per_wall | $per | $(ratio "$per" "$zstd_mbps") |"
+        echo "| $n | $scan_compress_mbps | $(ratio "$scan_compress_mbps" "$one") | $cpu_per_wall | $per | $(ratio "$per" "$zstd_mbps") | $anchor_mbps | $(ratio "$anchor_mbps" "$aone") | $anchor_cpu_per_wall | $(ratio "$scan_compress_mbps" "$anchor_mbps") |"
     done
     if [ -s "$work/zstd-2a.txt" ] && [ -s "$work/zstd-2b.txt" ]; then
         a=$(zstd_mbps_of "$work/zstd-2a.txt")
