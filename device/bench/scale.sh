@@ -73,7 +73,7 @@ fields() { # fields LINE KEY...: sets the shell variable KEY to the value of eac
         echo "| $window_gib GiB | $(mib "$touched") MiB | $(mib "$images") MiB | $(mib "$metadata") MiB | $(mib "$vm_rss") MiB | $(mib "$rss_anon") MiB | $(mib "$rss_shmem") MiB | $(mib "$target") MiB | $met | $first_scan_ms | $scan_ms | $(ratio "$scan_ms" "$base_ms") |"
     done
     echo
-    echo "Scan and compression of 256 MiB written directly (one pass finds and compresses every page, best of 3), on $(nproc) cores shared with other work; beside it, interleaved with it in the same minutes, the anchor: the same pages compressed one by one with zstd level 1 by 1 and 2 threads of one process that share nothing:"
+    echo "Scan and compression of 256 MiB written directly (one pass finds and compresses every page, best of 5), on $(nproc) cores shared with other work; beside it, interleaved with it in the same minutes, the anchor: the same pages compressed one by one with zstd level 1 by 1 and 2 threads of one process that share nothing:"
     echo
     echo "| workers | device MB/s | vs 1 worker | daemon CPU seconds per second | device MB per CPU second | vs \`zstd -b1 -B4096\` ($zstd_mbps MB/s, one core) | anchor MB/s | anchor vs 1 thread | anchor CPU seconds per second | device / anchor |"
     echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"

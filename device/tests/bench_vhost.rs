@@ -221,11 +221,11 @@ fn scale_threads_throughput() {
     if let Ok(path) = std::env::var("VCRAM_BENCH_DUMP") {
         std::fs::write(path, pages.concat()).unwrap();
     }
-    // Best of 3 for each, the device and the anchor interleaved so that both see the same
+    // Best of 5 for each, the device and the anchor interleaved so that both see the same
     // machine (other jobs come and go on a shared one).
     let mut device = [(f64::MAX, 0.0); 2];
     let mut anchor = [(f64::MAX, 0.0); 2];
-    for _ in 0..3 {
+    for _ in 0..5 {
         for (k, threads) in ["1", "2"].into_iter().enumerate() {
             let d = Daemon::start(&["--window-size", &win.to_string(), "--threads", threads]);
             let g = Guest::with_window(win);
