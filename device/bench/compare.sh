@@ -68,6 +68,9 @@ zstd_cli() { # level file -> "mbps ratio"
     echo "$mbps $ratio"
 }
 
+engine() { # level file: the engine benchmark's "key value" lines
+    VCRAM_BENCH_LEVEL=$1 cargo bench -q -p vcram-device --bench engine -- "$2" 2>/dev/null
+}
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%+.2f%%", (a - b) * 100 / b; else print "-" }'; }
 mib() { awk -v a="$1" 'BEGIN { printf "%.1f MiB", a / 1048576 }'; }
@@ -81,13 +84,18 @@ for f in "$bin_tar" "$txt_tar"; do
     for l in "${levels[@]}"; do
         log "zstd -b$l -B4096 $name"
         read -r cli_mbps cli_ratio < <(zstd_cli "$l" "$f")
-        log "engine level $l $name"
-        VCRAM_BENCH_LEVEL=$l cargo bench -q -p vcram-device --bench engine -- "$f" > "$work/engine-$name-$l.txt" 2>/dev/null
+        # each side twice, alternating (CLI, engine, CLI, engine), the faster of the two kept,
+        # so load from other jobs on this machine does not favour one side
         e=$work/engine-$name-$l.txt
-        # the zstd CLI benchmark: run it again after the engine and keep the faster, so load
-        # from other jobs on this machine does not favour one side
+        log "engine level $l $name"
+        engine "$l" "$f" > "$e.1"
         read -r cli2_mbps _ < <(zstd_cli "$l" "$f")
         cli_mbps=$(awk -v a="$cli_mbps" -v b="$cli2_mbps" 'BEGIN { print (a > b ? a : b) }')
+        log "engine level $l $name (again)"
+        engine "$l" "$f" > "$e.2"
+        # speeds: the faster run; everything else (ratios, counts) is the same in both
+        awk '$1 ~ /_(mbps|gbps)$/ { if (!($1 in v) || $2 > v[$1]) v[$1] = $2; next }
+             { v[$1] = $2 } END { for (k in v) print k, v[k] }' "$e.1" "$e.2" > "$e"
         lib=$(val zstd_lib_mbps "$e"); store=$(val store_mbps "$e")
         rows+=("| $name | $l | $cli_mbps | $lib | $store | $(ratio "$store" "$cli_mbps")x | $cli_ratio | $(val zstd_lib_ratio "$e") | $(pct "$(val zstd_lib_ratio "$e")" "$cli_ratio") | $(val store_ratio "$e") | $(val store_ratio_physical "$e") |")
         {
@@ -146,7 +154,8 @@ cargo test -q --release -p vcram-device --test bench_vhost -- \
     echo
     echo "| target | measured | met |"
     echo "| --- | --- | --- |"
-    grep '^discard_pages_per_s' "$vh" | awk '{ print "discard", $5 }' >> "$summary"
+    # the target is for the default (memset); --punch-holes is opt-in and shown for comparison
+    grep '^discard_pages_per_s' "$vh" | awk '$2 == "mode=memset" { print "discard", $5 }' >> "$summary"
     awk '$1 == "rss_anon" { a = $2 } $1 == "held_bytes" { h = $2 } $1 == "rss_anon_after_discard" { print "rss_over", ($2 - hd) / 1048576 } $1 == "held_after_discard" { hd = $2 } /^file / { if (a != "") print "rss_over", (a - h) / 1048576; a = "" } END { if (a != "") print "rss_over", (a - h) / 1048576 }' "$vh" >> "$summary"
     awk '$1 == "daemon_scan_gbps" { print "daemon_scan_gbps", $2 }' "$vh" >> "$summary"
     awk '
@@ -160,7 +169,7 @@ cargo test -q --release -p vcram-device --test bench_vhost -- \
             row("compression speed >= 0.9x zstd CLI (device store path)", sprintf("%.2fx", mn["speed"]), mn["speed"] >= 0.9)
             row("ratio within 1% of zstd CLI", sprintf("%.2f%%", mx["ratio"]), mx["ratio"] <= 1)
             row("scan of unchanged pages >= 4 GB/s per core (engine / daemon)", sprintf("%.2f / %.2f GB/s", mn["scan"], mn["dscan"]), mn["scan"] >= 4 && mn["dscan"] >= 4)
-            row("DISCARD >= 1 M pages/s through vhost-user", sprintf("%.2f M pages/s", mn["discard"] / 1e6), mn["discard"] >= 1e6)
+            row("DISCARD >= 1 M pages/s through vhost-user (default zeroing)", sprintf("%.2f M pages/s", mn["discard"] / 1e6), mn["discard"] >= 1e6)
             row("metadata <= 16 B per page", sprintf("%d B", mx["meta"]), mx["meta"] <= 16)
             row("daemon RSS <= held images + metadata + 64 MiB (after COMMIT, and after DISCARD of everything)", sprintf("%+.1f MiB", mx["rss"]), mx["rss"] <= 64)
         }' "$summary"

@@ -402,23 +402,7 @@ mod tests {
         ranges: &[(u64, u32)],
     ) -> u64 {
         let m = gm.memory();
-        let mut req = VcramReqHeader {
-            req_type: req_type.into(),
-            nr_ranges: (ranges.len() as u32).into(),
-            tag: 0.into(),
-        }
-        .as_slice()
-        .to_vec();
-        for &(a, n) in ranges {
-            req.extend_from_slice(
-                VcramRange {
-                    addr: a.into(),
-                    npages: n.into(),
-                    reserved: 0.into(),
-                }
-                .as_slice(),
-            );
-        }
+        let req = encode_request(req_type, 0, ranges);
         let ra = 0x8000 + u64::from(slot) * 0x100;
         let resp = 0x40000 + u64::from(slot) * 0x20;
         m.write_slice(&req, GuestAddress(ra)).unwrap();

@@ -351,6 +351,11 @@ mod tests {
             .map_err(|e| e.to_string())
     }
 
+    /// `parse` with `--socket s --window-base 0` in front of `extra`.
+    fn parse_with_base(extra: &[&str]) -> Result<DaemonOptions, String> {
+        parse(&[&["--socket", "s", "--window-base", "0"], extra].concat())
+    }
+
     #[test]
     fn good_command_line() {
         let o = parse(&[
@@ -377,9 +382,9 @@ mod tests {
         assert_eq!(o.device.high_watermark, 85);
         assert_eq!(o.device.node, 1);
         assert_eq!(o.device.threads, default_threads());
-        let o = parse(&["--socket", "s", "--window-base", "0", "--threads", "3"]).unwrap();
+        let o = parse_with_base(&["--threads", "3"]).unwrap();
         assert_eq!(o.device.threads, 3);
-        let o = parse(&["--socket", "s", "--window-base", "0", "--level", "-3"]).unwrap();
+        let o = parse_with_base(&["--level", "-3"]).unwrap();
         assert_eq!(o.device.level, -3);
     }
 
@@ -430,53 +435,6 @@ mod tests {
             &["--socket", "s"],                          // no window
             &["--socket", "s", "--window-base", "4Q"],   // bad size
             &["--socket", "s", "--window-base", "4097"], // unaligned
-            &[
-                "--socket",
-                "s",
-                "--window-base",
-                "0",
-                "--window-size",
-                "100",
-            ],
-            &["--socket", "s", "--window-base", "0", "--level", "99"],
-            &["--socket", "s", "--window-base", "0", "--level", "x"],
-            &[
-                "--socket",
-                "s",
-                "--window-base",
-                "0",
-                "--low-watermark",
-                "101",
-            ],
-            &[
-                "--socket",
-                "s",
-                "--window-base",
-                "0",
-                "--low-watermark",
-                "90",
-                "--high-watermark",
-                "80",
-            ],
-            &[
-                "--socket",
-                "s",
-                "--window-base",
-                "0",
-                "--raw-threshold",
-                "8K",
-            ],
-            &["--socket", "s", "--window-base", "0", "--queue-size", "100"],
-            &["--socket", "s", "--window-base", "0", "--threads", "0"],
-            &["--socket", "s", "--window-base", "0", "--threads", "100000"],
-            &[
-                "--socket",
-                "s",
-                "--window-base",
-                "0",
-                "--physical-size",
-                "0",
-            ],
             &["--socket", "s", "--window-file", "/nonexistent/window"],
             &["--socket", "/nonexistent-dir/s", "--window-base", "0"],
         ];
@@ -484,45 +442,31 @@ mod tests {
             let e = parse(c).unwrap_err();
             assert!(!e.is_empty(), "{c:?}");
         }
-        let e = parse(&[
-            "--socket",
-            "s",
-            "--window-base",
-            "0",
-            "--low-watermark",
-            "5",
-            "--hysteresis",
-            "50",
-        ])
-        .unwrap_err();
+        let with_base: &[&[&str]] = &[
+            &["--window-size", "100"],
+            &["--level", "99"],
+            &["--level", "x"],
+            &["--low-watermark", "101"],
+            &["--low-watermark", "90", "--high-watermark", "80"],
+            &["--raw-threshold", "8K"],
+            &["--queue-size", "100"],
+            &["--threads", "0"],
+            &["--threads", "100000"],
+            &["--physical-size", "0"],
+        ];
+        for c in with_base {
+            let e = parse_with_base(c).unwrap_err();
+            assert!(!e.is_empty(), "{c:?}");
+        }
+        let e = parse_with_base(&["--low-watermark", "5", "--hysteresis", "50"]).unwrap_err();
         assert!(
             e.contains("--hysteresis") && e.contains("--low-watermark"),
             "{e}"
         );
-        let e = parse(&[
-            "--socket",
-            "s",
-            "--window-base",
-            "0",
-            "--window-size",
-            "1G",
-            "--physical-size",
-            "4M",
-        ])
-        .unwrap_err();
+        let e = parse_with_base(&["--window-size", "1G", "--physical-size", "4M"]).unwrap_err();
         assert!(e.contains("metadata"), "{e}");
         // just above the metadata is accepted
-        assert!(parse(&[
-            "--socket",
-            "s",
-            "--window-base",
-            "0",
-            "--window-size",
-            "1G",
-            "--physical-size",
-            "5M",
-        ])
-        .is_ok());
+        assert!(parse_with_base(&["--window-size", "1G", "--physical-size", "5M"]).is_ok());
         let e = parse(&["--socket", "s", "--window-file", "/nonexistent/window"]).unwrap_err();
         assert!(e.contains("/nonexistent/window"), "{e}");
     }

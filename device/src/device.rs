@@ -780,10 +780,13 @@ impl Device {
             low_watermark: self.opts.low_watermark,
             high_watermark: self.opts.high_watermark,
             scan_interval_ms: self.opts.scan_interval_ms,
-            rss_bytes: stats::rss_bytes(),
-            rss_anon_bytes: stats::rss_anon_bytes(),
             ..Default::default()
         };
+        let rss = stats::Rss::of_self();
+        s.rss_bytes = rss.total;
+        s.rss_anon_bytes = rss.anon;
+        s.rss_shmem_bytes = rss.shmem;
+        s.rss_file_bytes = rss.file;
         if let WindowState::Ok { base, size } = ws {
             s.window_base = base;
             s.logical_capacity = size;
@@ -963,23 +966,7 @@ pub mod tests {
     /// Run a request through `handle_request` with a chain in the first MiB of guest memory.
     pub fn run_request(d: &Device, gm: &GM, req_type: u32, ranges: &[(u64, u32)]) -> VcramResp {
         let m = gm.memory();
-        let mut req = VcramReqHeader {
-            req_type: req_type.into(),
-            nr_ranges: (ranges.len() as u32).into(),
-            tag: 0.into(),
-        }
-        .as_slice()
-        .to_vec();
-        for &(a, n) in ranges {
-            req.extend_from_slice(
-                VcramRange {
-                    addr: a.into(),
-                    npages: n.into(),
-                    reserved: 0.into(),
-                }
-                .as_slice(),
-            );
-        }
+        let req = encode_request(req_type, 0, ranges);
         m.write_slice(&req, GuestAddress(0x1000)).unwrap();
         let chain = Chain {
             descs: vec![

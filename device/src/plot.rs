@@ -8,6 +8,7 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -100,6 +101,76 @@ fn err<E: std::fmt::Display>(e: E) -> String {
     format!("drawing failed: {e}")
 }
 
+type Chart<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// How a y axis writes its labels: how many, and the text of a value.
+type Labels<'f> = (usize, &'f dyn Fn(&f64) -> String);
+
+/// The y axis of a panel: its range, and its labels (`None`: plain numbers, plotters' default
+/// count).
+struct YAxis<'f> {
+    range: std::ops::Range<f64>,
+    labels: Option<Labels<'f>>,
+}
+
+impl YAxis<'_> {
+    fn plain(max: f64) -> Self {
+        YAxis {
+            range: 0.0..max,
+            labels: None,
+        }
+    }
+}
+
+/// One panel over `0..t_end` seconds: its caption, and a mesh with the time axis.
+fn panel<'a, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
+    caption: &str,
+    t_end: f64,
+    y: YAxis<'_>,
+) -> Result<Chart<'a, DB>, String>
+where
+    DB::ErrorType: 'static,
+{
+    let mut c = ChartBuilder::on(area)
+        .caption(caption, (FONT, 20).into_font())
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..t_end, y.range)
+        .map_err(err)?;
+    {
+        let mut mesh = c.configure_mesh();
+        mesh.x_desc("seconds").label_style((FONT, 16).into_font());
+        if let Some((n, f)) = y.labels {
+            mesh.y_labels(n).y_label_formatter(f);
+        }
+        mesh.draw().map_err(err)?;
+    }
+    Ok(c)
+}
+
+/// The legend's sample of a line.
+fn key(color: RGBColor, width: u32) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
+    move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(width))
+}
+
+fn legend<'a, DB: DrawingBackend + 'a>(
+    c: &mut Chart<'a, DB>,
+    at: SeriesLabelPosition,
+) -> Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
+    c.configure_series_labels()
+        .label_font((FONT, 16).into_font())
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(at)
+        .draw()
+        .map_err(err)
+}
+
 fn draw<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     s: &[Sample],
@@ -114,25 +185,20 @@ where
     let t_end = t(s.last().unwrap_or(&s[0])).max(1.0);
     let root = root.titled(title, (FONT, 26).into_font()).map_err(err)?;
     let panels = root.split_evenly((4, 1));
-    let label = (FONT, 16).into_font();
-    let caption = (FONT, 20).into_font();
 
     // 1. compression ratio
     {
         let ymax = s.iter().map(|x| x.ratio).fold(1.0f64, f64::max) * 1.15;
-        let mut c = ChartBuilder::on(&panels[0])
-            .caption("compression ratio (original / compressed)", caption.clone())
-            .margin(10)
-            .x_label_area_size(40)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0f64..t_end, 0f64..ymax)
-            .map_err(err)?;
-        c.configure_mesh()
-            .x_desc("seconds")
-            .y_label_formatter(&|v| format!("{v:.1}x"))
-            .label_style(label.clone())
-            .draw()
-            .map_err(err)?;
+        let ratio_label = |v: &f64| format!("{v:.1}x");
+        let mut c = panel(
+            &panels[0],
+            "compression ratio (original / compressed)",
+            t_end,
+            YAxis {
+                range: 0.0..ymax,
+                labels: Some((10, &ratio_label)),
+            },
+        )?;
         // Only where the device holds compressed data: one line per such stretch.
         let runs = s
             .split(|x| x.compressed_bytes == 0)
@@ -145,18 +211,10 @@ where
                 ))
                 .map_err(err)?;
             if i == 0 {
-                series.label("ratio").legend(|(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], RATIO.stroke_width(2))
-                });
+                series.label("ratio").legend(key(RATIO, 2));
             }
         }
-        c.configure_series_labels()
-            .label_font(label.clone())
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::LowerRight)
-            .draw()
-            .map_err(err)?;
+        legend(&mut c, SeriesLabelPosition::LowerRight)?;
     }
 
     // 2. physical use against the capacity and the watermarks
@@ -164,21 +222,12 @@ where
         let cap = s.iter().map(|x| x.physical_capacity).max().unwrap_or(0) as f64 / MIB;
         let used_max = s.iter().map(|x| x.physical_used).max().unwrap_or(0) as f64 / MIB;
         let ymax = cap.max(used_max).max(1.0) * 1.08;
-        let mut c = ChartBuilder::on(&panels[1])
-            .caption(
-                "physical use (MiB) against the capacity and the watermarks",
-                caption.clone(),
-            )
-            .margin(10)
-            .x_label_area_size(40)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0f64..t_end, 0f64..ymax)
-            .map_err(err)?;
-        c.configure_mesh()
-            .x_desc("seconds")
-            .label_style(label.clone())
-            .draw()
-            .map_err(err)?;
+        let mut c = panel(
+            &panels[1],
+            "physical use (MiB) against the capacity and the watermarks",
+            t_end,
+            YAxis::plain(ymax),
+        )?;
         let level = |x: &Sample, pct: u32| x.physical_capacity as f64 * pct as f64 / 100.0 / MIB;
         type Series<'a> = (&'a str, RGBColor, Box<dyn Fn(&Sample) -> f64>);
         let lines: [Series; 4] = [
@@ -213,40 +262,31 @@ where
             ))
             .map_err(err)?
             .label(name)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(w))
-            });
+            .legend(key(color, w));
         }
-        c.configure_series_labels()
-            .label_font(label.clone())
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperLeft)
-            .draw()
-            .map_err(err)?;
+        legend(&mut c, SeriesLabelPosition::UpperLeft)?;
     }
 
     // 3. pressure level
     {
-        let mut c = ChartBuilder::on(&panels[2])
-            .caption("pressure level", caption.clone())
-            .margin(10)
-            .x_label_area_size(40)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0f64..t_end, -0.2f64..2.3f64)
-            .map_err(err)?;
-        c.configure_mesh()
-            .x_desc("seconds")
-            .y_labels(3)
-            .y_label_formatter(&|v| match v.round() as i64 {
-                0 => "normal".into(),
-                1 => "low".into(),
-                2 => "high".into(),
-                _ => String::new(),
-            })
-            .label_style(label.clone())
-            .draw()
-            .map_err(err)?;
+        let level_name = |v: &f64| {
+            match v.round() as i64 {
+                0 => "normal",
+                1 => "low",
+                2 => "high",
+                _ => "",
+            }
+            .to_string()
+        };
+        let mut c = panel(
+            &panels[2],
+            "pressure level",
+            t_end,
+            YAxis {
+                range: -0.2..2.3,
+                labels: Some((3, &level_name)),
+            },
+        )?;
         // A step line: the level holds until the next sample.
         let mut pts = Vec::with_capacity(s.len() * 2);
         for (i, x) in s.iter().enumerate() {
@@ -273,18 +313,12 @@ where
             pts.push((t(&w[1]), d as f64 / dt));
         }
         let ymax = pts.iter().map(|p| p.1).fold(1.0f64, f64::max) * 1.1;
-        let mut c = ChartBuilder::on(&panels[3])
-            .caption("discards (pages per second)", caption)
-            .margin(10)
-            .x_label_area_size(40)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0f64..t_end, 0f64..ymax)
-            .map_err(err)?;
-        c.configure_mesh()
-            .x_desc("seconds")
-            .label_style(label)
-            .draw()
-            .map_err(err)?;
+        let mut c = panel(
+            &panels[3],
+            "discards (pages per second)",
+            t_end,
+            YAxis::plain(ymax),
+        )?;
         c.draw_series(LineSeries::new(pts, GREEN.stroke_width(2)))
             .map_err(err)?;
     }

@@ -156,6 +156,31 @@ pub struct VcramRange {
 // SAFETY: plain old data without padding.
 unsafe impl ByteValued for VcramRange {}
 
+/// The device-readable bytes of a request, as a driver writes them: the header (`tag` as
+/// given) and one range entry per `(addr, npages)`, `reserved` 0.
+pub fn encode_request(req_type: u32, tag: u64, ranges: &[(u64, u32)]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(VCRAM_REQ_HEADER_SIZE + ranges.len() * VCRAM_RANGE_SIZE);
+    v.extend_from_slice(
+        VcramReqHeader {
+            req_type: req_type.into(),
+            nr_ranges: (ranges.len() as u32).into(),
+            tag: tag.into(),
+        }
+        .as_slice(),
+    );
+    for &(addr, npages) in ranges {
+        v.extend_from_slice(
+            VcramRange {
+                addr: addr.into(),
+                npages: npages.into(),
+                reserved: 0.into(),
+            }
+            .as_slice(),
+        );
+    }
+    v
+}
+
 /// Response, first 24 device-writable bytes of a requestq chain.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

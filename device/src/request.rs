@@ -457,24 +457,7 @@ pub mod tests {
     };
 
     fn req_bytes(t: u32, ranges: &[(u64, u32)]) -> Vec<u8> {
-        let mut v = VcramReqHeader {
-            req_type: t.into(),
-            nr_ranges: (ranges.len() as u32).into(),
-            tag: 7u64.into(),
-        }
-        .as_slice()
-        .to_vec();
-        for &(a, n) in ranges {
-            v.extend_from_slice(
-                VcramRange {
-                    addr: a.into(),
-                    npages: n.into(),
-                    reserved: 0.into(),
-                }
-                .as_slice(),
-            );
-        }
-        v
+        encode_request(t, 7, ranges)
     }
 
     /// Request bytes at 0x1000, response buffer at 0x8000.

@@ -13,18 +13,6 @@ use vcram_device::protocol::*;
 use vcram_device::stats::Snapshot;
 use vcram_device::timeline::{Reply, Sample};
 
-fn vcramctl(args: &[&str]) -> (bool, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_vcramctl"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stdout).to_string(),
-        String::from_utf8_lossy(&o.stderr).to_string(),
-    )
-}
-
 /// Wait until the daemon's timeline holds a sample for which `f` holds (the sampler runs
 /// every 20 ms here); the bound only guards against a hang.
 fn wait_sample(d: &Daemon, what: &str, f: impl Fn(&Sample) -> bool) {
@@ -89,17 +77,8 @@ fn record_and_plot_the_timeline() {
     for i in 0..16 {
         g.write(g.window_page(i), &text_page(i));
     }
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
     for i in 16..1024 {
-        let page: Vec<u8> = (0..4096)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
-        g.write(g.window_page(i), &page);
+        g.write(g.window_page(i), &random_page(i));
     }
     let (_, r) = c.request(&g, VCRAM_REQ_COMMIT, &[(g.window_page(0), 1024)]);
     assert_eq!(u32::from(r.status), VCRAM_S_OK);
@@ -294,15 +273,7 @@ fn metrics_over_http() {
     let d = Daemon::start(&["--metrics-listen", &addr]);
     let g = Guest::new();
     let mut c = Conn::open(&d.socket, &g, MemSetup::Table);
-    for i in 0..8 {
-        g.write(g.window_page(i), &text_page(i));
-    }
-    let (_, r) = c.request(&g, VCRAM_REQ_COMMIT, &[(g.window_page(0), 8)]);
-    assert_eq!(u32::from(r.status), VCRAM_S_OK);
-    let (_, r) = c.request(&g, VCRAM_REQ_DISCARD, &[(g.window_page(8), 3)]);
-    assert_eq!(u32::from(r.status), VCRAM_S_OK);
-    let (_, r) = c.request(&g, 9, &[(g.window_page(8), 2)]);
-    assert_eq!(u32::from(r.status), VCRAM_S_UNSUPPORTED);
+    traffic(&mut c, &g, 8, 8, 3);
 
     let (status, ctype, body) = get(&format!("http://{addr}/metrics"));
     assert_eq!(status, 200);
@@ -346,7 +317,7 @@ fn metrics_port_in_use_is_an_error() {
     let busy = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = busy.local_addr().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_vcram-device"))
+    let o = Command::new(device_bin())
         .args(["--socket"])
         .arg(dir.path().join("v.sock"))
         .args(["--window-base", "4G", "--metrics-listen", &addr])
@@ -356,7 +327,7 @@ fn metrics_port_in_use_is_an_error() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains(&format!("--metrics-listen {addr}")), "{err}");
     assert!(err.contains("in use"), "{err}");
-    let o = Command::new(env!("CARGO_BIN_EXE_vcram-device"))
+    let o = Command::new(device_bin())
         .args([
             "--socket",
             "/tmp/x.sock",

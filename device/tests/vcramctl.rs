@@ -7,21 +7,11 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use vcram_device::protocol::*;
 use vcram_device::stats::Snapshot;
 
 fn ctl(d: &Daemon, args: &[&str]) -> (bool, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_vcramctl"))
-        .arg("--socket")
-        .arg(&d.control)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stdout).to_string(),
-        String::from_utf8_lossy(&o.stderr).to_string(),
-    )
+    let socket = d.control.display().to_string();
+    vcramctl(&[&["--socket", socket.as_str()], args].concat())
 }
 
 #[test]
@@ -29,15 +19,7 @@ fn stats_table_json_prometheus_watch() {
     let d = Daemon::start(&["--physical-size", "8M"]);
     let g = Guest::new();
     let mut c = Conn::open(&d.socket, &g, MemSetup::Table);
-    for i in 0..8 {
-        g.write(g.window_page(i), &text_page(i));
-    }
-    let (_, r) = c.request(&g, VCRAM_REQ_COMMIT, &[(g.window_page(0), 10)]);
-    assert_eq!(u32::from(r.status), VCRAM_S_OK);
-    let (_, r) = c.request(&g, VCRAM_REQ_DISCARD, &[(g.window_page(8), 2)]);
-    assert_eq!(u32::from(r.status), VCRAM_S_OK);
-    let (_, r) = c.request(&g, 9, &[(g.window_page(8), 2)]);
-    assert_eq!(u32::from(r.status), VCRAM_S_UNSUPPORTED);
+    traffic(&mut c, &g, 8, 10, 2);
 
     let (ok, out, err) = ctl(&d, &["stats"]);
     assert!(ok, "{err}");
@@ -91,7 +73,7 @@ fn stats_table_json_prometheus_watch() {
     assert_eq!(s.scan_changed_pages, 1);
 
     // --watch repeats
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vcramctl"))
+    let mut child = Command::new(ctl_bin())
         .arg("--socket")
         .arg(&d.control)
         .args(["stats", "--json", "--watch", "0.1"])
@@ -108,7 +90,7 @@ fn stats_table_json_prometheus_watch() {
 #[test]
 fn errors_are_clear() {
     let d = Daemon::start(&[]);
-    let o = Command::new(env!("CARGO_BIN_EXE_vcramctl"))
+    let o = Command::new(ctl_bin())
         .args(["--socket", "/nonexistent/vcram.ctl", "stats"])
         .output()
         .unwrap();

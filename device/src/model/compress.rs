@@ -157,15 +157,7 @@ mod tests {
     #[test]
     fn random_is_raw() {
         let mut e = Encoder::new(3, 4032).unwrap();
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let page: Vec<u8> = (0..PAGE)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let page = crate::testdata::random_page(1);
         assert_eq!(e.encode(&page), Encoded::Raw);
         assert_eq!(e.encode(&page[..100]), Encoded::Raw);
     }

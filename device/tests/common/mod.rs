@@ -315,6 +315,52 @@ impl Vq {
     }
 }
 
+/// The daemon under test: this build's, or the one `VCRAM_DEVICE_BIN` names (device/TESTING.md:
+/// the hostile-input tests were run against the code before the fix that way).
+pub fn device_bin() -> PathBuf {
+    std::env::var_os("VCRAM_DEVICE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_vcram-device")))
+}
+
+/// `vcramctl` under test: this build's, or the one `VCRAM_CTL_BIN` names.
+pub fn ctl_bin() -> PathBuf {
+    std::env::var_os("VCRAM_CTL_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_vcramctl")))
+}
+
+/// A `/proc/PID/status` field given in kB (`RssAnon:`, `VmRSS:`), in bytes; a count
+/// (`Threads:`) comes back as is times 1024.
+pub fn proc_status(pid: u32, key: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+/// CPU time (user + system) the process used so far, in clock ticks.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &s[s.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // fields 14 and 15 of stat (utime, stime) are at 11 and 12 after the command name
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// Run `vcramctl` (`ctl_bin()`) with `args`: (success, stdout, stderr).
+pub fn vcramctl(args: &[&str]) -> (bool, String, String) {
+    let o = Command::new(ctl_bin()).args(args).output().unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).to_string(),
+        String::from_utf8_lossy(&o.stderr).to_string(),
+    )
+}
+
 pub struct Daemon {
     pub child: Child,
     pub args: Vec<String>,
@@ -357,7 +403,7 @@ impl Daemon {
     }
 
     fn spawn(args: &[String]) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_vcram-device"))
+        Command::new(device_bin())
             .args(args)
             .env(
                 "RUST_LOG",
@@ -569,17 +615,23 @@ impl Conn {
     }
 }
 
-pub fn request_bytes(t: u32, ranges: &[(u64, u32)]) -> Vec<u8> {
-    let mut v = Vec::new();
-    v.extend_from_slice(&t.to_le_bytes());
-    v.extend_from_slice(&(ranges.len() as u32).to_le_bytes());
-    v.extend_from_slice(&0x1234u64.to_le_bytes());
-    for &(a, n) in ranges {
-        v.extend_from_slice(&a.to_le_bytes());
-        v.extend_from_slice(&n.to_le_bytes());
-        v.extend_from_slice(&0u32.to_le_bytes());
+/// Some of every kind of traffic: `text` pages of text written at the start of the window,
+/// COMMIT of the first `commit` pages, DISCARD of `discard` pages after the text, and one
+/// request of an unknown type (UNSUPPORTED).
+pub fn traffic(c: &mut Conn, g: &Guest, text: u64, commit: u32, discard: u32) {
+    for i in 0..text {
+        g.write(g.window_page(i), &text_page(i));
     }
-    v
+    let (_, r) = c.request(g, VCRAM_REQ_COMMIT, &[(g.window_page(0), commit)]);
+    assert_eq!(u32::from(r.status), VCRAM_S_OK);
+    let (_, r) = c.request(g, VCRAM_REQ_DISCARD, &[(g.window_page(text), discard)]);
+    assert_eq!(u32::from(r.status), VCRAM_S_OK);
+    let (_, r) = c.request(g, 9, &[(g.window_page(text), 2)]);
+    assert_eq!(u32::from(r.status), VCRAM_S_UNSUPPORTED);
+}
+
+pub fn request_bytes(t: u32, ranges: &[(u64, u32)]) -> Vec<u8> {
+    encode_request(t, 0x1234, ranges)
 }
 
 pub fn read_resp(g: &Guest, gpa: u64) -> VcramResp {
