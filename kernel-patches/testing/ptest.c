@@ -407,12 +407,35 @@ static int shmswap(long mb)
  * Faulting Y back reads X's slots ahead; X's pages must not land on
  * node 1.  Prints "raswap: x_n1=.. y_n1=.. x_bad=..".
  */
+/* Anonymous pages of [p, p + pages) in memory or in the swap cache. */
+static long resident(char *p, long pages)
+{
+	unsigned char *vec = malloc(pages);
+	long i, r = 0;
+
+	if (!vec || mincore(p, pages * 4096, vec))
+		r = -1;
+	for (i = 0; r >= 0 && i < pages; i++)
+		r += vec[i] & 1;
+	free(vec);
+	return r;
+}
+
+/*
+ * Cluster readahead next to a BIND{1} range: x (no policy) and y (BIND{1})
+ * are swapped out in alternating chunks of RA_CHUNK pages, so that their
+ * slots share readahead clusters.  Faulting y back in sequentially grows the
+ * readahead window, which reads x's slots too (x_readahead counts the x
+ * pages that came into the swap cache that way); those must not follow y's
+ * policy onto node 1 (x_n1 once x is touched).
+ */
+#define RA_CHUNK 8
 static int raswap(long pages)
 {
 	size_t len = pages * 4096;
 	char *x = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	char *y = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	long i, bad = 0, xout, yout;
+	long i, bad = 0, xout, yout, xra;
 
 	if (x == MAP_FAILED || y == MAP_FAILED || mbind_(y, len, MPOL_BIND, 1UL << 1, 0))
 		return 1;
@@ -420,18 +443,19 @@ static int raswap(long pages)
 		x[i * 4096] = (char)(i * 3 + 1);
 		y[i * 4096] = (char)(i * 5 + 2);
 	}
-	for (i = 0; i < pages; i++) {
-		madvise(x + i * 4096, 4096, MADV_PAGEOUT);
-		madvise(y + i * 4096, 4096, MADV_PAGEOUT);
+	for (i = 0; i < pages; i += RA_CHUNK) {
+		madvise(x + i * 4096, RA_CHUNK * 4096, MADV_PAGEOUT);
+		madvise(y + i * 4096, RA_CHUNK * 4096, MADV_PAGEOUT);
 	}
 	xout = present(x, pages);
 	yout = present(y, pages);
 	for (i = 0; i < pages; i++)
 		bad += y[i * 4096] != (char)(i * 5 + 2);
+	xra = resident(x, pages);
 	for (i = 0; i < pages; i++)
 		bad += x[i * 4096] != (char)(i * 3 + 1);
-	printf("raswap: pages=%ld x_present_after_pageout=%ld y_present_after_pageout=%ld x_n1=%ld y_n1=%ld bad=%ld\n",
-	       pages, xout, yout, count_on(x, pages, 1), count_on(y, pages, 1), bad);
+	printf("raswap: pages=%ld x_present_after_pageout=%ld y_present_after_pageout=%ld x_readahead=%ld x_n1=%ld y_n1=%ld bad=%ld\n",
+	       pages, xout, yout, xra, count_on(x, pages, 1), count_on(y, pages, 1), bad);
 	return 0;
 }
 

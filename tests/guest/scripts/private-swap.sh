@@ -33,7 +33,7 @@ remove_owner() {
 	rmmod test_private_node
 }
 
-ktap_plan 14
+ktap_plan 15
 if [ -z "$KO" ] || [ ! -e /sys/block/zram0 ]; then
 	echo "# test_private_node.ko (CONFIG_TEST_PRIVATE_NODE=m) or zram (CONFIG_ZRAM) missing"
 	ktap_fail_rest "test_private_node.ko and zram present"
@@ -91,12 +91,17 @@ dd if=/dev/zero of=/tmp/swap.img bs=1M count=64 2>/dev/null
 losetup /dev/loop0 /tmp/swap.img && mkswap /dev/loop0 >/dev/null 2>&1 && swapon /dev/loop0
 check "swap on a loop device" grep -q loop0 /proc/swaps
 echo false >/sys/kernel/mm/swap/vma_ra_enabled
+cluster=$(cat /proc/sys/vm/page-cluster)
+echo 4 >/proc/sys/vm/page-cluster
 pt raswap 512
 pages=$(field pages /tmp/pt)
 check "cluster readahead swapped both ranges out" \
 	[ "$(field x_present_after_pageout /tmp/pt)" -lt $((pages / 2)) -a "$(field y_present_after_pageout /tmp/pt)" -lt $((pages / 2)) ]
+check "faulting the bound range read the unbound range's slots ahead" \
+	[ "$(field x_readahead /tmp/pt)" -gt 0 ]
 check "cluster readahead never brings the unbound range onto node 1" \
 	[ "$(field x_n1 /tmp/pt)" = 0 -a "$(field bad /tmp/pt)" = 0 ]
+echo "$cluster" >/proc/sys/vm/page-cluster
 echo true >/sys/kernel/mm/swap/vma_ra_enabled
 swapoff /dev/loop0
 losetup -d /dev/loop0
