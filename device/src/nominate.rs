@@ -331,7 +331,7 @@ mod tests {
         let m = gm.memory();
         m.write_slice(&header(VCRAM_REQ_NOMINATE, 0), GuestAddress(0x1000))
             .unwrap();
-        // response and two entries in one descriptor, the third entry in another
+        // room for two entries in one descriptor and a third in another; two are written
         let chain = crate::request::Chain {
             descs: vec![
                 desc(0x1000, 16, false),

@@ -93,7 +93,7 @@ int main(int argc, char **argv)
 	unsigned char *p;
 	void **pages;
 	int *status, *nodes;
-	int move = 0, slow = 0;
+	int move = 0, slow = 0, tries;
 	uint64_t sum1, sum2;
 
 	if (argc < 3) {
@@ -166,9 +166,22 @@ int main(int argc, char **argv)
 		perror("move_pages");
 		return 1;
 	}
-	if (syscall(SYS_move_pages, 0, npages, pages, NULL, status, 0)) {
-		perror("move_pages");
-		return 1;
+	/*
+	 * A page being migrated (the driver's relief moves pages off the
+	 * node) reads as an error for a moment: ask again.
+	 */
+	for (tries = 0; tries < 50; tries++) {
+		size_t busy = 0;
+
+		if (syscall(SYS_move_pages, 0, npages, pages, NULL, status, 0)) {
+			perror("move_pages");
+			return 1;
+		}
+		for (i = 0; i < npages; i++)
+			busy += status[i] < 0;
+		if (!busy)
+			break;
+		usleep(100000);
 	}
 	for (i = 0; i < npages; i++)
 		if (status[i] >= 0 && status[i] < 16 * 64 &&
