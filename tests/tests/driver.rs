@@ -219,3 +219,30 @@ fn relief_moves_the_costliest_pages_off_until_below_low() {
     );
     assert_eq!(stats["bad_requests"].as_u64(), Some(0), "{stats}");
 }
+
+/// The control: the same run with the relief off (`relief_rate=0`, as the
+/// driver was before it) stays above LOW while the writer holds its data, and
+/// moves nothing off the node. Ignored by default (it shows the failure the
+/// relief fixes); run it with `--ignored`.
+#[test]
+#[ignore = "control run without the relief: shows the failure the relief fixes"]
+fn without_relief_physical_use_stays_above_low() {
+    let (run, dev) = run_relief("VCRAM_RELIEF_RATE=0");
+    let report = run
+        .ktap()
+        .unwrap_or_else(|| panic!("no KTAP\n{}\n{}", run.transcript(), dev.log()));
+    let failed: Vec<&str> = report.failures().iter().map(|c| c.name.as_str()).collect();
+    assert!(
+        failed
+            .iter()
+            .any(|n| n.starts_with("physical use back below the low watermark")),
+        "{failed:?}\n{}",
+        run.transcript()
+    );
+    assert!(
+        failed
+            .iter()
+            .any(|n| n.starts_with("holder bound to {1}: pages moved off the node")),
+        "{failed:?}"
+    );
+}
