@@ -12,6 +12,8 @@
 #define _VCRAM_H
 
 #include <linux/atomic.h>
+#include <linux/completion.h>
+#include <linux/kref.h>
 #include <linux/llist.h>
 #include <linux/memory-tiers.h>
 #include <linux/list.h>
@@ -57,6 +59,15 @@ enum vcram_stat {
 	VCRAM_STAT_OVERFLOW_PAGES,	/* pages named by OVERFLOW events */
 	VCRAM_STAT_PAUSES,		/* times placement was paused */
 	VCRAM_STAT_FOREIGN,		/* callbacks for other nodes' folios */
+	VCRAM_STAT_RELIEF_RUNS,		/* relief episodes started */
+	VCRAM_STAT_RELIEF_NOMINATES,	/* NOMINATE requests answered */
+	VCRAM_STAT_RELIEF_NOMINATED,	/* pages named in the answers */
+	VCRAM_STAT_RELIEF_BAD,		/* answers or entries refused */
+	VCRAM_STAT_RELIEF_EVACUATED,	/* pages handed to the evacuation */
+	VCRAM_STAT_RELIEF_MOVED,	/* pages moved off the node */
+	VCRAM_STAT_RELIEF_BUSY,		/* evacuations that left folios (-EBUSY) */
+	VCRAM_STAT_RELIEF_FAILED,	/* other failures (no room, no answer) */
+	VCRAM_STAT_RELIEF_GAVE_UP,	/* episodes ended without reaching LOW */
 	VCRAM_NR_STATS
 };
 
@@ -67,6 +78,19 @@ struct vcram_overflow {
 	u64 seq;
 	u64 addr;
 	u32 npages;
+};
+
+/*
+ * A NOMINATE in flight: shared by the relief worker, which may stop
+ * waiting, and the request, which completes it (the last put frees it).
+ */
+struct vcram_nominate {
+	struct kref ref;
+	struct completion done;
+	unsigned int len;		/* used length, 0: not answered */
+	unsigned int max;		/* room for this many entries */
+	struct vcram_resp resp;		/* device-writable from here */
+	struct vcram_nomination ent[];
 };
 
 struct vcram_commit {
@@ -131,6 +155,14 @@ struct vcram {
 	int level;			/* pressure level last reported */
 	struct work_struct pressure_work;
 
+	/* Relief: moving the device's nominations off the node */
+	struct delayed_work relief_work;
+	unsigned long relief_flags;	/* VCRAM_RELIEF_ACTIVE */
+	unsigned long relief_start;	/* jiffies the episode began */
+	unsigned long relief_moved;	/* pages moved in this episode */
+	unsigned int relief_idle;	/* rounds without progress */
+	unsigned int relief_last_ms;	/* length of the last episode */
+
 	atomic_long_t stats[VCRAM_NR_STATS];
 
 	/* Fault injection for tests (debugfs) */
@@ -149,6 +181,7 @@ extern unsigned int vcram_pause_level;
 extern struct workqueue_struct *vcram_orphan_wq;
 extern bool vcram_discard;
 extern bool vcram_commit;
+extern unsigned int vcram_relief_rate;
 
 static inline void vcram_count(struct vcram *vc, enum vcram_stat s, long n)
 {
@@ -187,6 +220,16 @@ void vcram_req_reclaim(struct vcram *vc);
 void vcram_req_restart(struct vcram *vc);
 void vcram_req_note_commit(struct vcram *vc, unsigned long pfn,
 			   unsigned int npages);
+
+int vcram_req_nominate(struct vcram *vc, struct vcram_nominate *nom,
+		       unsigned long timeout);
+void vcram_nominate_put(struct vcram_nominate *nom);
+
+/* vcram_relief.c */
+#define VCRAM_RELIEF_ACTIVE	0
+void vcram_relief_init(struct vcram *vc);
+void vcram_relief_start(struct vcram *vc, const char *why);
+void vcram_relief_stop(struct vcram *vc);
 
 /* vcram_event.c */
 int vcram_event_init(struct vcram *vc);

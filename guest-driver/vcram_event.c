@@ -188,6 +188,7 @@ static void vcram_handle_event(struct vcram *vc, const struct vcram_event *ev,
 				     addr + ((u64)npages << PAGE_SHIFT) - 1,
 				     addr >> PAGE_SHIFT,
 				     le64_to_cpu(ev->overflow_total));
+		vcram_relief_start(vc, "overflow");
 	}
 	if (resync && !(type == VCRAM_EVT_PRESSURE && !lost))
 		vcram_resync_level(vc);

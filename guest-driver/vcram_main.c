@@ -48,7 +48,7 @@ module_param_named(batch_ranges, vcram_batch_ranges, uint, 0644);
 MODULE_PARM_DESC(batch_ranges,
 		 "Ranges per request, and freed folios that trigger an early flush (1..1024, default 256)");
 
-unsigned int vcram_pause_level = VCRAM_LEVEL_HIGH;
+unsigned int vcram_pause_level = VCRAM_LEVEL_LOW;
 
 /* 0 would pause the node at NORMAL, that is for good: 1..3 only. */
 static int vcram_pause_level_set(const char *val, const struct kernel_param *kp)
@@ -71,7 +71,12 @@ static const struct kernel_param_ops vcram_pause_level_ops = {
 };
 module_param_cb(pause_level, &vcram_pause_level_ops, &vcram_pause_level, 0644);
 MODULE_PARM_DESC(pause_level,
-		 "Device pressure level that pauses placement on the node: 1 low, 2 high (default), 3 never");
+		 "Device pressure level that pauses placement on the node: 1 low (default), 2 high, 3 never");
+
+unsigned int vcram_relief_rate = 32768;
+module_param_named(relief_rate, vcram_relief_rate, uint, 0644);
+MODULE_PARM_DESC(relief_rate,
+		 "Pages per second the relief may move off the node on HIGH pressure and OVERFLOW (default 32768, 128 MiB/s; 0: no relief)");
 
 /* Reaps the memory of nodes whose device went away (vcram_reap_work()). */
 struct workqueue_struct *vcram_orphan_wq;
@@ -267,6 +272,8 @@ static void vcram_stop_device(struct vcram *vc)
 	virtio_reset_device(vc->vdev);
 	vcram_req_reclaim(vc);
 	vcram_event_reclaim(vc);
+	/* Its NOMINATE, if any, was just completed: no round starts again. */
+	vcram_relief_stop(vc);
 	vc->vdev->config->del_vqs(vc->vdev);
 	vc->rq = NULL;
 	vc->evq = NULL;
@@ -279,6 +286,7 @@ static void vcram_stop_device(struct vcram *vc)
 void vcram_free(struct vcram *vc)
 {
 	cancel_work_sync(&vc->pressure_work);
+	vcram_relief_stop(vc);
 	cancel_delayed_work_sync(&vc->flush_work);
 	cancel_delayed_work(&vc->reap_work);
 	destroy_workqueue(vc->wq);
@@ -386,6 +394,7 @@ static int vcram_probe(struct virtio_device *vdev)
 	mutex_init(&vc->lock);
 	INIT_WORK(&vc->pressure_work, vcram_pressure_work);
 	INIT_DELAYED_WORK(&vc->reap_work, vcram_reap_work);
+	vcram_relief_init(vc);
 	vcram_mem_init(vc);
 	vcram_req_init(vc);
 

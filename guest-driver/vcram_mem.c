@@ -168,6 +168,9 @@ void vcram_pressure_work(struct work_struct *work)
 	} else if (!want && paused) {
 		vcram_resume(vc);
 	}
+	/* HIGH: also move the costliest pages off, down below LOW. */
+	if (!vc->orphaned && READ_ONCE(vc->level) >= VCRAM_LEVEL_HIGH)
+		vcram_relief_start(vc, "pressure level 2");
 out:
 	mutex_unlock(&vc->lock);
 }
@@ -182,6 +185,7 @@ out:
 void vcram_mem_orphan(struct vcram *vc)
 {
 	cancel_work_sync(&vc->pressure_work);
+	vcram_relief_stop(vc);
 	mutex_lock(&vc->lock);
 	WRITE_ONCE(vc->orphaned, true);
 	if (!node_private_paused(vc->nid))

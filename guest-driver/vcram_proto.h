@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * vcram device protocol, version 1.2 (device/PROTOCOL.md).
+ * vcram device protocol, version 1.3 (device/PROTOCOL.md).
  *
  * All fields are little-endian.  The driver never trusts what the device
  * wrote: responses and events are copied out and checked before use.
@@ -25,6 +25,14 @@
 #define VCRAM_REQ_DISCARD	1
 #define VCRAM_REQ_COMMIT	2
 #define VCRAM_REQ_RESET		3	/* since 1.2: the whole window, no ranges */
+#define VCRAM_REQ_NOMINATE	4	/* since 1.3: the costliest pages, no ranges */
+
+/* NOMINATE: entries after the response, and their classes (worst first) */
+#define VCRAM_MAX_NOMINATIONS		1024
+#define VCRAM_MAX_NOMINATION_PAGES	512
+#define VCRAM_NOM_OVERFLOW	1	/* written, not stored */
+#define VCRAM_NOM_RAW		2	/* stored uncompressed */
+#define VCRAM_NOM_POOR		3	/* compressed to half a page or more */
 
 #define VCRAM_S_OK		0
 #define VCRAM_S_BAD_REQUEST	1
@@ -95,6 +103,13 @@ struct vcram_resp {
 	__le64 pages_overflowed;
 };
 
+/* NOMINATE answer entry, device-writable, after the response */
+struct vcram_nomination {
+	__le64 addr;
+	__le32 npages;
+	__le32 class;
+};
+
 /* Event record, device-writable */
 struct vcram_event {
 	__le32 type;
@@ -126,6 +141,8 @@ static inline void vcram_proto_check_layout(void)
 	BUILD_BUG_ON(sizeof(struct vcram_resp) != 24);
 	BUILD_BUG_ON(offsetof(struct vcram_resp, pages_done) != 8);
 	BUILD_BUG_ON(offsetof(struct vcram_resp, pages_overflowed) != 16);
+	BUILD_BUG_ON(sizeof(struct vcram_nomination) != 16);
+	BUILD_BUG_ON(offsetof(struct vcram_nomination, class) != 12);
 	BUILD_BUG_ON(sizeof(struct vcram_event) != 48);
 	BUILD_BUG_ON(offsetof(struct vcram_event, seq) != 0x08);
 	BUILD_BUG_ON(offsetof(struct vcram_event, addr) != 0x18);

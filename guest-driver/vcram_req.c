@@ -29,6 +29,7 @@ struct vcram_req {
 	unsigned int nr_ranges;
 	u64 next_addr;			/* end of the last range */
 	u32 type;
+	struct vcram_nominate *nom;	/* NOMINATE: where the answer goes */
 	struct vcram_resp resp;		/* device-writable */
 	struct vcram_req_header hdr;	/* device-readable, with ranges[] */
 	struct vcram_range ranges[];
@@ -76,6 +77,7 @@ static struct vcram_req *vcram_req_alloc(u32 type, unsigned int max_ranges,
 	req->nr_ranges = 0;
 	req->next_addr = 0;
 	req->type = type;
+	req->nom = NULL;
 	return req;
 }
 
@@ -143,7 +145,11 @@ static void vcram_req_submit(struct vcram *vc, struct vcram_req *req)
 	memset(&req->resp, 0, sizeof(req->resp));
 	sg_init_one(&out, &req->hdr, sizeof(req->hdr) +
 		    req->nr_ranges * sizeof(struct vcram_range));
-	sg_init_one(&in, &req->resp, sizeof(req->resp));
+	if (req->nom)
+		sg_init_one(&in, &req->nom->resp, sizeof(req->nom->resp) +
+			    req->nom->max * sizeof(struct vcram_nomination));
+	else
+		sg_init_one(&in, &req->resp, sizeof(req->resp));
 
 	/*
 	 * The kick stays under rq_lock: once vcram_req_stop() has set
@@ -175,6 +181,11 @@ static void vcram_req_submit(struct vcram *vc, struct vcram_req *req)
 	}
 	if (ret == -ENOSPC)
 		vcram_count(vc, VCRAM_STAT_QUEUE_FULL, 1);
+	if (req->nom) {
+		/* Not queued: the caller sees len 0 at once. */
+		complete(&req->nom->done);
+		vcram_nominate_put(req->nom);
+	}
 	if (type == VCRAM_REQ_DISCARD)
 		vcram_req_fallback(vc, req);
 	else if (type == VCRAM_REQ_COMMIT)
@@ -205,6 +216,15 @@ static void vcram_req_complete(struct vcram *vc, struct vcram_req *req,
 	struct folio *folio, *next;
 	u32 status = VCRAM_S_MAX + 1;
 
+	if (req->type == VCRAM_REQ_NOMINATE) {
+		/* The relief worker checks the answer; it may be gone. */
+		if (req->nom) {
+			req->nom->len = answered ? len : 0;
+			complete(&req->nom->done);
+			vcram_nominate_put(req->nom);
+		}
+		goto out;
+	}
 	if (answered && len == sizeof(resp)) {
 		memcpy(&resp, &req->resp, sizeof(resp));
 		status = le32_to_cpu(resp.status);
@@ -244,6 +264,7 @@ static void vcram_req_complete(struct vcram *vc, struct vcram_req *req,
 			    min_t(u64, le64_to_cpu(resp.pages_overflowed),
 				  req->npages));
 	}
+out:
 	vcram_req_free(vc, req);
 	if (atomic_dec_and_test(&vc->inflight))
 		wake_up_all(&vc->inflight_wq);
@@ -443,6 +464,39 @@ int vcram_req_reset(struct vcram *vc)
 				10 * HZ))
 		return -ETIMEDOUT;
 	return READ_ONCE(vc->reset_status) == VCRAM_S_OK ? 0 : -EIO;
+}
+
+static void vcram_nominate_release(struct kref *ref)
+{
+	kfree(container_of(ref, struct vcram_nominate, ref));
+}
+
+void vcram_nominate_put(struct vcram_nominate *nom)
+{
+	kref_put(&nom->ref, vcram_nominate_release);
+}
+
+/*
+ * Ask the device for up to nom->max nominations (protocol 1.3) and wait up
+ * to @timeout for the answer.  Returns 0 with nom->len set (0: not
+ * answered), -ETIMEDOUT, or -ENOMEM.  The caller keeps its reference on
+ * @nom either way; the request holds its own until it completes.
+ */
+int vcram_req_nominate(struct vcram *vc, struct vcram_nominate *nom,
+		       unsigned long timeout)
+{
+	struct vcram_req *req;
+
+	req = vcram_req_alloc(VCRAM_REQ_NOMINATE, 0, GFP_KERNEL);
+	if (!req)
+		return -ENOMEM;
+	nom->len = 0;
+	kref_get(&nom->ref);
+	req->nom = nom;
+	vcram_req_submit(vc, req);
+	if (!wait_for_completion_timeout(&nom->done, timeout))
+		return -ETIMEDOUT;
+	return 0;
 }
 
 /*

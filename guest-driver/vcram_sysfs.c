@@ -87,6 +87,33 @@ VCRAM_STAT_ATTR(events_missed, VCRAM_STAT_EVENTS_MISSED);
 VCRAM_STAT_ATTR(overflow_pages_reported, VCRAM_STAT_OVERFLOW_PAGES);
 VCRAM_STAT_ATTR(pauses, VCRAM_STAT_PAUSES);
 VCRAM_STAT_ATTR(foreign_folios, VCRAM_STAT_FOREIGN);
+VCRAM_STAT_ATTR(relief_runs, VCRAM_STAT_RELIEF_RUNS);
+VCRAM_STAT_ATTR(relief_nominate_requests, VCRAM_STAT_RELIEF_NOMINATES);
+VCRAM_STAT_ATTR(relief_nominated_pages, VCRAM_STAT_RELIEF_NOMINATED);
+VCRAM_STAT_ATTR(relief_bad_nominations, VCRAM_STAT_RELIEF_BAD);
+VCRAM_STAT_ATTR(relief_pages_evacuated, VCRAM_STAT_RELIEF_EVACUATED);
+VCRAM_STAT_ATTR(relief_pages_moved, VCRAM_STAT_RELIEF_MOVED);
+VCRAM_STAT_ATTR(relief_busy, VCRAM_STAT_RELIEF_BUSY);
+VCRAM_STAT_ATTR(relief_failed, VCRAM_STAT_RELIEF_FAILED);
+VCRAM_STAT_ATTR(relief_gave_up, VCRAM_STAT_RELIEF_GAVE_UP);
+
+static ssize_t relief_active_show(struct device *dev,
+				  struct device_attribute *attr, char *buf)
+{
+	struct vcram *vc = dev_to_vcram(dev);
+
+	return sysfs_emit(buf, "%d\n",
+			  test_bit(VCRAM_RELIEF_ACTIVE, &vc->relief_flags));
+}
+static DEVICE_ATTR_RO(relief_active);
+
+static ssize_t relief_last_ms_show(struct device *dev,
+				   struct device_attribute *attr, char *buf)
+{
+	return sysfs_emit(buf, "%u\n",
+			  READ_ONCE(dev_to_vcram(dev)->relief_last_ms));
+}
+static DEVICE_ATTR_RO(relief_last_ms);
 
 static ssize_t pages_pending_show(struct device *dev,
 				  struct device_attribute *attr, char *buf)
@@ -215,6 +242,17 @@ static struct attribute *vcram_attrs[] = {
 	&dev_attr_overflow_pages_reported.attr,
 	&dev_attr_pauses.attr,
 	&dev_attr_foreign_folios.attr,
+	&dev_attr_relief_runs.attr,
+	&dev_attr_relief_nominate_requests.attr,
+	&dev_attr_relief_nominated_pages.attr,
+	&dev_attr_relief_bad_nominations.attr,
+	&dev_attr_relief_pages_evacuated.attr,
+	&dev_attr_relief_pages_moved.attr,
+	&dev_attr_relief_busy.attr,
+	&dev_attr_relief_failed.attr,
+	&dev_attr_relief_gave_up.attr,
+	&dev_attr_relief_active.attr,
+	&dev_attr_relief_last_ms.attr,
 	&dev_attr_pages_pending.attr,
 	&dev_attr_requests_inflight.attr,
 	&dev_attr_pressure_level.attr,

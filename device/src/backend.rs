@@ -541,6 +541,76 @@ mod tests {
         assert!(b.dev.events.lock().unwrap().is_empty());
     }
 
+    /// NOMINATE (protocol 1.3) on the mock queue: the answer is the response and the entries
+    /// (used length 24 + 16 per entry); a chain without room for one entry is refused, as is
+    /// one with ranges, and the loop goes on.
+    #[test]
+    fn nominate_on_the_mock_queue() {
+        let (b, gm, vring) = setup(512 << 10);
+        let mut rnd = 0x2545_f491_4f6c_dd1du64;
+        let mut page = vec![0u8; 4096];
+        for c in page.chunks_mut(8) {
+            rnd ^= rnd << 13;
+            rnd ^= rnd >> 7;
+            rnd ^= rnd << 17;
+            c.copy_from_slice(&rnd.to_le_bytes());
+        }
+        for p in [5u64, 6, 7] {
+            gm.memory()
+                .write_slice(&page, GuestAddress(BASE + p * 4096))
+                .unwrap();
+        }
+        assert!(b.dev.scan_pass());
+        let m = gm.memory();
+        let mock = MockSplitQueue::new(&*m, QSIZE);
+        let hdr = |nr: u32| {
+            VcramReqHeader {
+                req_type: VCRAM_REQ_NOMINATE.into(),
+                nr_ranges: nr.into(),
+                tag: 0.into(),
+            }
+            .as_slice()
+            .to_vec()
+        };
+        m.write_slice(&hdr(0), GuestAddress(0x8000)).unwrap();
+        let mut with_range = hdr(1);
+        with_range.extend_from_slice(&[0u8; 16]);
+        m.write_slice(&with_range, GuestAddress(0x8100)).unwrap();
+        mock.add_desc_chains(
+            &[
+                // 0: room for 4 entries
+                raw(0x8000, 16, F_NEXT, 1),
+                raw(0x40000, 24 + 4 * 16, F_WRITE, 0),
+                // 2: room for none
+                raw(0x8000, 16, F_NEXT, 3),
+                raw(0x41000, 24 + 15, F_WRITE, 0),
+                // 4: a range where none may be
+                raw(0x8100, 32, F_NEXT, 5),
+                raw(0x42000, 4096, F_WRITE, 0),
+            ],
+            0,
+        )
+        .unwrap();
+        b.process_requests(&vring).unwrap();
+        assert_eq!(
+            used_entries(&gm, &vring),
+            vec![(0, 24 + 16), (2, 24), (4, 24)]
+        );
+        let r = resp(&gm, 0x40000);
+        assert_eq!(u32::from(r.status), VCRAM_S_OK);
+        assert_eq!(u64::from(r.pages_done), 3);
+        let e: VcramNomination = m.read_obj(GuestAddress(0x40000 + 24)).unwrap();
+        assert_eq!(u64::from(e.addr), BASE + 5 * 4096);
+        assert_eq!(u32::from(e.npages), 3);
+        assert_eq!(u32::from(e.class), VCRAM_NOM_RAW);
+        assert_eq!(u32::from(resp(&gm, 0x41000).status), VCRAM_S_BAD_REQUEST);
+        assert_eq!(u32::from(resp(&gm, 0x42000).status), VCRAM_S_BAD_REQUEST);
+        let s = b.dev.snapshot();
+        assert_eq!(s.nominate_requests, 1);
+        assert_eq!(s.rejects.get("nominate_no_room"), Some(&1));
+        assert_eq!(s.rejects.get("bad_range_count"), Some(&1));
+    }
+
     #[test]
     fn features_and_protocol_features() {
         let dev = Arc::new(Device::new(DeviceOptions::default()).unwrap());

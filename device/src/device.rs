@@ -113,6 +113,8 @@ pub struct Device {
     pub ended: AtomicBool,
     /// 1 for the first frontend connection of the daemon, 2 for the next, ...
     pub session: std::sync::atomic::AtomicU64,
+    /// NOMINATE's cursor and counters (`nominate.rs`).
+    pub nominate: crate::nominate::NominateState,
     stop: Mutex<bool>,
     stop_cv: Condvar,
 }
@@ -160,6 +162,7 @@ impl Device {
             connected: AtomicBool::new(false),
             ended: AtomicBool::new(false),
             session: std::sync::atomic::AtomicU64::new(0),
+            nominate: Default::default(),
             stop: Mutex::new(false),
             stop_cv: Condvar::new(),
         })
@@ -313,6 +316,9 @@ impl Device {
                     });
                     VcramResp::new(VCRAM_S_NO_WINDOW, VCRAM_NO_RANGE, 0, 0)
                 }
+                Some(map) if req.kind == Kind::Nominate => {
+                    return self.nominate_answer(&req, &map, descs, mem);
+                }
                 Some(map) => self.execute(&req, &map),
             },
         };
@@ -327,6 +333,32 @@ impl Device {
                 0
             }
         }
+    }
+
+    /// NOMINATE (`nominate.rs`): name the costliest pages into the writable part.
+    fn nominate_answer(
+        &self,
+        req: &request::Request,
+        map: &WindowMap,
+        descs: &[request::Desc],
+        mem: &dyn GuestBytes,
+    ) -> u32 {
+        let bytes = {
+            let guard = lock(&self.store);
+            match guard.as_ref() {
+                Some(st) if st.pages() == map.pages() => crate::nominate::answer(
+                    &self.nominate,
+                    st,
+                    map.base,
+                    req.max_nominations,
+                    st.counters().overflow_pages,
+                ),
+                _ => VcramResp::new(VCRAM_S_NO_WINDOW, VCRAM_NO_RANGE, 0, 0)
+                    .as_slice()
+                    .to_vec(),
+            }
+        };
+        crate::nominate::deliver(descs, mem, &bytes)
     }
 
     fn refuse(&self, r: Refusal) {
@@ -384,6 +416,8 @@ impl Device {
                     }
                 }
             }
+            // Answered by nominate_answer() before execution.
+            Kind::Nominate => {}
             Kind::Commit => {
                 stats::inc(&self.dc.commit_requests, 1);
                 // Compression runs outside the store lock, on the worker pool.
@@ -793,6 +827,7 @@ impl Device {
         }
         s.set_store(&c);
         s.set_device(&self.dc);
+        s.set_nominate(&self.nominate);
         let q = lock(&self.events);
         s.events_generated = q.generated;
         s.events_delivered = q.delivered;

@@ -16,6 +16,7 @@ pub mod events;
 pub mod fault;
 pub mod metrics;
 pub mod model;
+pub mod nominate;
 pub mod observe;
 pub mod plot;
 #[cfg(test)]

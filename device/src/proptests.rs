@@ -168,7 +168,7 @@ proptest! {
                 prop_assert_eq!(bytes.len(), 16 + 16 * nr);
                 prop_assert_eq!(req.ranges.len(), nr);
                 match req.kind {
-                    Kind::Reset => prop_assert_eq!(nr, 0),
+                    Kind::Reset | Kind::Nominate => prop_assert_eq!(nr, 0),
                     _ => prop_assert!((1..=VCRAM_MAX_RANGES as usize).contains(&nr)),
                 }
                 let mut sorted = req.ranges.clone();

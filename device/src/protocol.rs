@@ -12,7 +12,7 @@ pub const VCRAM_MAGIC: u32 = 0x4d52_4356;
 /// Protocol major version. Incompatible changes bump it.
 pub const VCRAM_VERSION_MAJOR: u16 = 1;
 /// Protocol minor version. Compatible additions bump it.
-pub const VCRAM_VERSION_MINOR: u16 = 2;
+pub const VCRAM_VERSION_MINOR: u16 = 3;
 
 /// The device page size (bytes). Everything is counted in these pages.
 pub const VCRAM_PAGE_SIZE: u64 = 4096;
@@ -33,6 +33,21 @@ pub const VCRAM_REQ_DISCARD: u32 = 1;
 pub const VCRAM_REQ_COMMIT: u32 = 2;
 /// Since 1.2: discard the whole window (the driver sends it at probe). `nr_ranges` 0.
 pub const VCRAM_REQ_RESET: u32 = 3;
+/// Since 1.3: name the pages that cost the device most (`nr_ranges` 0; the writable part after
+/// the response holds up to `VCRAM_MAX_NOMINATIONS` `VcramNomination` entries).
+pub const VCRAM_REQ_NOMINATE: u32 = 4;
+/// Most entries one NOMINATE answer carries.
+pub const VCRAM_MAX_NOMINATIONS: usize = 1024;
+/// Longest run of pages in one nomination entry.
+pub const VCRAM_MAX_NOMINATION_PAGES: u32 = 512;
+
+// Nomination classes (`VcramNomination::class`), worst first.
+/// Written but not stored (capacity exhausted): at risk, and retried on every scan.
+pub const VCRAM_NOM_OVERFLOW: u32 = 1;
+/// Stored uncompressed: 4096 bytes held.
+pub const VCRAM_NOM_RAW: u32 = 2;
+/// Compressed, but to half a page or more (ratio below 2).
+pub const VCRAM_NOM_POOR: u32 = 3;
 
 // Status codes (response `status`).
 pub const VCRAM_S_OK: u32 = 0;
@@ -197,6 +212,20 @@ pub struct VcramResp {
 // SAFETY: plain old data without padding.
 unsafe impl ByteValued for VcramResp {}
 
+/// One NOMINATE answer entry (16 bytes, device-writable, after the response).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VcramNomination {
+    /// Guest-physical address of the first page of the run, inside the window.
+    pub addr: Le64,
+    /// Pages in the run, 1 ..= `VCRAM_MAX_NOMINATION_PAGES`, all of the same class.
+    pub npages: Le32,
+    /// `VCRAM_NOM_*`.
+    pub class: Le32,
+}
+// SAFETY: plain old data without padding.
+unsafe impl ByteValued for VcramNomination {}
+
 /// Event record written into an eventq buffer.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -225,6 +254,7 @@ pub const VCRAM_REQ_HEADER_SIZE: usize = std::mem::size_of::<VcramReqHeader>();
 pub const VCRAM_RANGE_SIZE: usize = std::mem::size_of::<VcramRange>();
 pub const VCRAM_RESP_SIZE: usize = std::mem::size_of::<VcramResp>();
 pub const VCRAM_EVENT_SIZE: usize = std::mem::size_of::<VcramEvent>();
+pub const VCRAM_NOMINATION_SIZE: usize = std::mem::size_of::<VcramNomination>();
 
 impl VcramResp {
     pub fn new(status: u32, bad_range: u32, pages_done: u64, pages_overflowed: u64) -> Self {
@@ -263,6 +293,9 @@ mod tests {
         assert_eq!(size_of::<VcramRange>(), 16);
         assert_eq!(size_of::<VcramResp>(), 24);
         assert_eq!(size_of::<VcramEvent>(), 48);
+        assert_eq!(size_of::<VcramNomination>(), 16);
+        assert_eq!(offset_of!(VcramNomination, npages), 8);
+        assert_eq!(offset_of!(VcramNomination, class), 12);
     }
 
     #[test]

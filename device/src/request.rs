@@ -54,6 +54,8 @@ pub enum Reject {
     Overlap,
     /// No usable window.
     NoWindow,
+    /// NOMINATE: no room for one entry after the response (fewer than 24 + 16 writable bytes).
+    NominateNoRoom,
 }
 
 impl Reject {
@@ -67,7 +69,8 @@ impl Reject {
             | Reject::LengthMismatch
             | Reject::BadRangeCount
             | Reject::BadAddress
-            | Reject::ReservedSet => VCRAM_S_BAD_REQUEST,
+            | Reject::ReservedSet
+            | Reject::NominateNoRoom => VCRAM_S_BAD_REQUEST,
             Reject::Unsupported => VCRAM_S_UNSUPPORTED,
             Reject::OutOfRange => VCRAM_S_OUT_OF_RANGE,
             Reject::Overlap => VCRAM_S_OVERLAP,
@@ -90,10 +93,11 @@ impl Reject {
             Reject::OutOfRange => "out_of_range",
             Reject::Overlap => "overlap",
             Reject::NoWindow => "no_window",
+            Reject::NominateNoRoom => "nominate_no_room",
         }
     }
 
-    pub const ALL: [Reject; 13] = [
+    pub const ALL: [Reject; 14] = [
         Reject::BrokenChain,
         Reject::ChainTooLong,
         Reject::WrongDirection,
@@ -107,6 +111,7 @@ impl Reject {
         Reject::OutOfRange,
         Reject::Overlap,
         Reject::NoWindow,
+        Reject::NominateNoRoom,
     ];
 
     pub fn index(self) -> usize {
@@ -142,6 +147,8 @@ pub enum Kind {
     Commit,
     /// The whole window (no ranges).
     Reset,
+    /// Name the costliest pages (no ranges; answered in the writable part).
+    Nominate,
 }
 
 /// A validated request: page ranges as window page indices.
@@ -150,6 +157,8 @@ pub struct Request {
     pub kind: Kind,
     /// (first page index in the window, number of pages)
     pub ranges: Vec<(u64, u64)>,
+    /// NOMINATE: entries that fit after the response (1 ..= `VCRAM_MAX_NOMINATIONS`); else 0.
+    pub max_nominations: usize,
 }
 
 impl Request {
@@ -296,6 +305,18 @@ pub fn parse(
     if readable != VCRAM_REQ_HEADER_SIZE as u64 + u64::from(nr) * VCRAM_RANGE_SIZE as u64 {
         return Err(Refusal::new(Reject::LengthMismatch));
     }
+    let max_nominations = if kind == Kind::Nominate {
+        let room = writable_len(descs).saturating_sub(VCRAM_RESP_SIZE as u64)
+            / VCRAM_NOMINATION_SIZE as u64;
+        if room == 0 {
+            return Err(Refusal::new(Reject::NominateNoRoom));
+        }
+        usize::try_from(room)
+            .unwrap_or(VCRAM_MAX_NOMINATIONS)
+            .min(VCRAM_MAX_NOMINATIONS)
+    } else {
+        0
+    };
     let Some(w) = window else {
         return Err(Refusal::new(Reject::NoWindow));
     };
@@ -330,13 +351,17 @@ pub fn parse(
             }
         }
     }
-    Ok(Request { kind, ranges })
+    Ok(Request {
+        kind,
+        ranges,
+        max_nominations,
+    })
 }
 
-/// DISCARD and COMMIT: 1 ..= 1024 ranges; RESET: none.
+/// DISCARD and COMMIT: 1 ..= 1024 ranges; RESET and NOMINATE: none.
 fn check_range_count(kind: Kind, nr: u32) -> Result<(), Refusal> {
     let ok = match kind {
-        Kind::Reset => nr == 0,
+        Kind::Reset | Kind::Nominate => nr == 0,
         Kind::Discard | Kind::Commit => (1..=VCRAM_MAX_RANGES).contains(&nr),
     };
     if ok {
@@ -351,6 +376,7 @@ fn check_type(t: u32) -> Result<Kind, Refusal> {
         VCRAM_REQ_DISCARD => Ok(Kind::Discard),
         VCRAM_REQ_COMMIT => Ok(Kind::Commit),
         VCRAM_REQ_RESET => Ok(Kind::Reset),
+        VCRAM_REQ_NOMINATE => Ok(Kind::Nominate),
         _ => Err(Refusal::new(Reject::Unsupported)),
     }
 }
@@ -654,7 +680,7 @@ pub mod tests {
 
     #[test]
     fn unknown_type_and_counts() {
-        for t in [0u32, 4, 0xffff_ffff] {
+        for t in [0u32, 5, 0xffff_ffff] {
             let b = req_bytes(t, &[(W.base, 1)]);
             let (m, d) = setup(&b);
             let r = refuse(&d, &m);

@@ -84,6 +84,10 @@ pub struct Snapshot {
     pub discard_pages: u64,
     pub commit_requests: u64,
     pub commit_pages: u64,
+    /// NOMINATE requests answered (protocol 1.3), entries and pages named in the answers.
+    pub nominate_requests: u64,
+    pub nominated_entries: u64,
+    pub nominated_pages: u64,
     pub scans: u64,
     pub scan_pages: u64,
     pub scan_changed_pages: u64,
@@ -168,6 +172,12 @@ impl Snapshot {
         self.high_events = c.high_events;
         self.normal_events = c.normal_events;
         self.overflow_events = c.overflow_events;
+    }
+
+    pub fn set_nominate(&mut self, n: &crate::nominate::NominateState) {
+        self.nominate_requests = get(&n.requests);
+        self.nominated_entries = get(&n.entries);
+        self.nominated_pages = get(&n.pages);
     }
 
     pub fn set_device(&mut self, d: &DeviceCounters) {
@@ -347,6 +357,13 @@ pub fn render_table(s: &Snapshot) -> String {
         format!("{} requests, {} pages", s.commit_requests, s.commit_pages),
     );
     row("resets", format!("{} requests", s.reset_requests));
+    row(
+        "nominations",
+        format!(
+            "{} requests, {} runs, {} pages named",
+            s.nominate_requests, s.nominated_entries, s.nominated_pages
+        ),
+    );
     row(
         "scans",
         format!(

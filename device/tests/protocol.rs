@@ -382,7 +382,10 @@ fn reset_discards_the_whole_window_and_releases_host_memory() {
     let d = Daemon::start(&[]);
     let g = Guest::new();
     let mut c = Conn::open(&d.socket, &g, MemSetup::Table);
-    assert_eq!(u16::from(c.cfg().version_minor), 2);
+    assert!(
+        u16::from(c.cfg().version_minor) >= 2,
+        "RESET is protocol 1.2"
+    );
     for i in 0..300 {
         g.write(g.window_page(i), &text_page(i));
     }

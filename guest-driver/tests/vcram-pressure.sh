@@ -51,14 +51,20 @@ check "high pressure paused the node" test "$(stat pauses)" -ge 1 -a "$(stat eve
 # 135: killed by SIGBUS (7)
 check "writer stopped by SIGBUS on its next page (status $wrc)" test "$wrc" -eq 135
 check "no OOM kill" sh -c '! dmesg | grep -q -E "invoked oom-killer|Killed process"'
-# Overflow: with pausing off (pause_level=3), write past the capacity.
+# Overflow: with pausing and relief off (pause_level=3, relief_rate=0), write
+# past the capacity: the pages stay on the node, reported as OVERFLOW.
 unpaused() { [ "$(stat paused)" = 0 ]; }
 wait_for 15 unpaused
 P=/sys/module/vcram/parameters/pause_level
+R=/sys/module/vcram/parameters/relief_rate
+old_p=$(cat "$P")
+old_r=$(cat "$R")
 echo 3 > "$P"
+echo 0 > "$R"
 vcram-membind "$NODE" "$big" 4 random >/dev/null 2>&1
 orc=$?
-echo 2 > "$P"
+echo "$old_p" > "$P"
+echo "$old_r" > "$R"
 DBG=/sys/kernel/debug/vcram/$(basename "$(readlink -f "$VDIR/..")")
 echo "# writer without pausing: status $orc; recent overflows (seq addr pages): $(wc -l < "$DBG/overflows" 2>/dev/null)"
 head -n 3 "$DBG/overflows" 2>/dev/null | sed 's/^/#   /'
