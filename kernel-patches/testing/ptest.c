@@ -425,9 +425,10 @@ static long resident(char *p, long pages)
  * Cluster readahead next to a BIND{1} range: x (no policy) and y (BIND{1})
  * are swapped out in alternating chunks of RA_CHUNK pages, so that their
  * slots share readahead clusters.  Faulting y back in sequentially grows the
- * readahead window, which reads x's slots too (x_readahead counts the x
- * pages that came into the swap cache that way); those must not follow y's
- * policy onto node 1 (x_n1 once x is touched).
+ * readahead window, which reads x's slots too; those must not follow y's
+ * policy onto node 1 (x_n1 once x is touched).  x_readahead, the x pages in
+ * the swap cache after y's faults, may include x's own pages still there
+ * from their pageout.
  */
 #define RA_CHUNK 8
 static int raswap(long pages)
