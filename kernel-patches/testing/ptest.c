@@ -133,10 +133,33 @@ static int write_file(const char *path, const char *s)
 }
 
 /* Touch one page of a BIND{1} range in a child; returns its wait status. */
+/*
+ * Wait up to 20 s for child @pid; a child still running then (a fault that
+ * retries forever) is killed.  Returns its wait status, or -1 if it had to be
+ * killed or could not be waited for.
+ */
+static int wait_bounded(pid_t pid, const char *what)
+{
+	int st = 0, i;
+
+	for (i = 0; i < 200; i++) {
+		pid_t r = waitpid(pid, &st, WNOHANG);
+
+		if (r == pid)
+			return st;
+		if (r < 0)
+			return -1;
+		usleep(100000);
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, &st, 0);
+	printf("# %s was still retrying after 20 s\n", what);
+	return -1;
+}
+
 static int touch_in_child(void)
 {
 	pid_t pid = fork();
-	int status = 0;
 
 	if (pid == 0) {
 		char *c = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
@@ -147,9 +170,9 @@ static int touch_in_child(void)
 		c[0] = 1;
 		_exit(count_on(c, 1, 1) == 1 ? 0 : 1);
 	}
-	if (pid < 0 || waitpid(pid, &status, 0) != pid)
+	if (pid < 0)
 		return -1;
-	return status;
+	return wait_bounded(pid, "the fault");
 }
 
 /* What a pause of node 1 does; the owner's debugfs file @ctl pauses it. */
@@ -259,8 +282,8 @@ static int orphan(const char *ctl)
 {
 	char *c = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	long r = mbind_(c, 4096, MPOL_BIND, 1UL << 1, 0);
-	int st = 0, i;
 	pid_t pid;
+	int st;
 
 	check(r == 0, "orphan: mbind(MPOL_BIND, {1}) before removal", r ? -errno : 0);
 	r = write_file(ctl, "1");
@@ -270,15 +293,7 @@ static int orphan(const char *ctl)
 		c[0] = 1;
 		_exit(0);
 	}
-	/* Give a livelocked fault 20 s, then kill it. */
-	for (i = 0; i < 200 && waitpid(pid, &st, WNOHANG) == 0; i++)
-		usleep(100000);
-	if (i == 200) {
-		kill(pid, SIGKILL);
-		waitpid(pid, &st, 0);
-		printf("# orphan: the fault was still retrying after 20 s\n");
-		st = -1;
-	}
+	st = pid < 0 ? -1 : wait_bounded(pid, "orphan: the fault");
 	check(st != -1 && WIFSIGNALED(st) && WTERMSIG(st) == SIGBUS,
 	      "orphan: a fault under BIND{1} without node 1 is SIGBUS", st);
 	printf("1..%d\n", n);
