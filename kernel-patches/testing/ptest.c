@@ -11,6 +11,9 @@
  *   ptest shmswap MiB      shmem under a BIND{1} task policy, swapped out and in
  *   ptest raswap PAGES     cluster readahead next to a BIND{1} range's slots
  *   ptest hog MiB [hold]   touch MiB of anonymous memory, print pages per node
+ *   ptest bindhold MiB SEC write MiB under BIND{1}, print where it is, hold it
+ *                          SEC seconds (others act meanwhile), then check the
+ *                          contents and print where the pages are now
  *   ptest thp MiB          the same with MADV_HUGEPAGE on a 2 MiB aligned range,
  *                          also prints how many pages were in huge pages
  *   ptest paused FILE      pause node 1 by writing 1 to FILE (the test owner's
@@ -79,6 +82,37 @@ static int hog(long mb, int hold)
 	if (hold)
 		pause();
 	return 0;
+}
+
+/*
+ * bindhold: MiB under BIND{1}, each page stamped with its index.  Prints
+ * "placed pages=N n1=X" once written (a test waits for it, then acts on the
+ * memory from outside), holds it SEC seconds, then prints
+ * "held pages=N n0=A n1=B bad=C": where the pages are now, and how many
+ * pages lost their stamp.  Exit status 0 if nothing was lost.
+ */
+static int bindhold(long mb, int sec)
+{
+	long pages = mb * 256, i, bad = 0;
+	size_t len = pages * 4096;
+	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED || mbind_(p, len, MPOL_BIND, 1UL << 1, 0))
+		return 2;
+	for (i = 0; i < pages; i++)
+		memset(p + i * 4096, (int)(i % 251) + 1, 4096);
+	printf("placed pages=%ld n1=%ld\n", pages, count_on(p, pages, 1));
+	fflush(stdout);
+	sleep(sec);
+	for (i = 0; i < pages; i++) {
+		char *q = p + i * 4096;
+
+		if (q[0] != (char)(i % 251 + 1) || memcmp(q, q + 1, 4095))
+			bad++;
+	}
+	printf("held pages=%ld n0=%ld n1=%ld bad=%ld\n", pages, count_on(p, pages, 0),
+	       count_on(p, pages, 1), bad);
+	return bad != 0;
 }
 
 /* Pages of [p, p + MiB) in huge pages, from /proc/self/smaps. */
@@ -483,6 +517,8 @@ int main(int argc, char **argv)
 
 	if (argc > 2 && !strcmp(argv[1], "hog"))
 		return hog(atol(argv[2]), argc > 3);
+	if (argc > 3 && !strcmp(argv[1], "bindhold"))
+		return bindhold(atol(argv[2]), atoi(argv[3]));
 	if (argc > 2 && !strcmp(argv[1], "thp"))
 		return thp(atol(argv[2]));
 	if (argc > 2 && !strcmp(argv[1], "paused"))

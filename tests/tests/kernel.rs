@@ -34,7 +34,15 @@ fn private_node_series_selftest() {
 /// neighbours read by cluster readahead ever land on node 1.
 #[test]
 fn private_node_series_with_swap() {
-    run_suite("private-swap.sh", 900, 14);
+    run_suite("private-swap.sh", 900, 16);
+}
+
+/// `private-damon.sh`: DAMON's physical- and virtual-address migrate_cold
+/// and pageout schemes leave a bound task's memory on node 1 intact, and a
+/// migrate_hot scheme never makes node 1 its target.
+#[test]
+fn private_node_series_with_damon() {
+    run_suite("private-damon.sh", 900, 9);
 }
 
 /// `selftest-private-nodes.sh`: the series' kernel selftest,

@@ -10,7 +10,9 @@
 #   there, neither when written nor when the task faults it back in;
 # - cluster swap readahead (a loop device: not synchronous, so swap-in reads
 #   ahead; VMA readahead off) never brings the neighbouring slots of other
-#   memory onto node 1.
+#   memory onto node 1;
+# - a memory cgroup whose memory is on node 1 (owner with RECLAIM) swaps it
+#   out at its memory.max instead of going OOM, and memory.reclaim reaches it.
 KTAP_LIB=/usr/share/vcram/ktap.sh
 [ -r $KTAP_LIB ] || { echo "KTAP version 1"; echo "Bail out! $KTAP_LIB missing (rebuild the initramfs)"; exit 1; }
 # shellcheck source=tests/guest/lib/ktap.sh
@@ -33,7 +35,7 @@ remove_owner() {
 	rmmod test_private_node
 }
 
-ktap_plan 14
+ktap_plan 16
 if [ -z "$KO" ] || [ ! -e /sys/block/zram0 ]; then
 	echo "# test_private_node.ko (CONFIG_TEST_PRIVATE_NODE=m) or zram (CONFIG_ZRAM) missing"
 	ktap_fail_rest "test_private_node.ko and zram present"
@@ -84,6 +86,36 @@ check "zswap stores node 1's swapped-out pages" [ "$(vmstat zswpout)" -gt "${bef
 check "pages come back from zswap to node 1, intact" \
 	[ "$(field after_swapin_n1 /tmp/pt)" = "$pages" -a "$(field bad /tmp/pt)" = 0 ]
 echo 0 >/sys/module/zswap/parameters/enabled
+
+# --- memcg (caps=3): a cgroup whose memory is on node 1 reclaims it there ----
+# Its limit reclaim and memory.reclaim must reach node 1, or a cgroup bound
+# to the node goes OOM at memory.max with swap to spare.
+grep -q '^cgroup2 /sys/fs/cgroup ' /proc/mounts || mount -t cgroup2 none /sys/fs/cgroup
+echo +memory >/sys/fs/cgroup/cgroup.subtree_control
+CG=/sys/fs/cgroup/private
+mkdir -p $CG
+echo 24M >$CG/memory.max
+sh -c 'echo $$ >$0/cgroup.procs; exec ptest bindhold 64 1' $CG >/tmp/pt 2>&1
+rc=$?
+sed 's/^/# ptest: /' /tmp/pt
+echo "# status $rc; memory.events: $(tr '\n' ' ' <$CG/memory.events)"
+check "a cgroup bound to node 1 at memory.max swaps instead of OOM, data intact" \
+	[ $rc = 0 -a "$(awk '$1 == "oom_kill" { print $2 }' $CG/memory.events)" = 0 -a "$(field bad /tmp/pt)" = 0 ]
+echo max >$CG/memory.max
+sh -c 'echo $$ >$0/cgroup.procs; exec ptest bindhold 32 20' $CG >/tmp/pt 2>&1 &
+H=$!
+wait_for 60 grep -q '^placed' /tmp/pt
+n1_anon() { sed -n 's/^anon .*N1=\([0-9]*\).*/\1/p' $CG/memory.numa_stat; }
+before=$(n1_anon)
+echo 16M 2>/tmp/err >$CG/memory.reclaim
+rc=$?
+after=$(n1_anon)
+echo "# memory.reclaim 16M: status $rc $(cat /tmp/err); anon on node 1: $before -> $after"
+check "memory.reclaim of a cgroup reclaims its memory on node 1" \
+	[ $rc = 0 -a "$after" -le $((before - 8 * 1048576)) ]
+kill $H
+wait $H 2>/dev/null
+rmdir $CG
 
 # cluster readahead: a loop device (not synchronous) and no VMA readahead
 swapoff /dev/zram0
