@@ -475,17 +475,33 @@ static long resident(char *p, long pages)
  * are swapped out in alternating chunks of RA_CHUNK pages, so that their
  * slots share readahead clusters.  Faulting y back in sequentially grows the
  * readahead window, which reads x's slots too; those must not follow y's
- * policy onto node 1 (x_n1 once x is touched).  x_readahead, the x pages in
- * the swap cache after y's faults, may include x's own pages still there
- * from their pageout.
+ * policy onto node 1 (x_n1 once x is touched).  x's own pages can stay in
+ * the swap cache after their pageout (a loop device writes asynchronously),
+ * and then y's faults find them there instead of reading them: so before y
+ * faults, node 0 is reclaimed (anonymous memory only) until no page of x is
+ * cached (x_cached, at most 20 rounds).  x_readahead, the pages of x in the
+ * swap cache after y's faults, were then read ahead by them.
  */
 #define RA_CHUNK 8
+
+/* Reclaim anonymous memory of node 0 through its per-node reclaim file. */
+static void reclaim_node0(void)
+{
+	int fd = open("/sys/devices/system/node/node0/reclaim", O_WRONLY);
+
+	if (fd >= 0) {
+		if (write(fd, "64M swappiness=max", 18) < 0)
+			perror("node0/reclaim");
+		close(fd);
+	}
+}
 static int raswap(long pages)
 {
 	size_t len = pages * 4096;
 	char *x = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	char *y = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	long i, bad = 0, xout, yout, xra;
+	long i, bad = 0, xout, yout, xra, xcached;
+	int round;
 
 	if (x == MAP_FAILED || y == MAP_FAILED || mbind_(y, len, MPOL_BIND, 1UL << 1, 0))
 		return 1;
@@ -499,13 +515,18 @@ static int raswap(long pages)
 	}
 	xout = present(x, pages);
 	yout = present(y, pages);
+	for (round = 0; round < 20 && (xcached = resident(x, pages)) > 0; round++) {
+		sleep(1);
+		reclaim_node0();
+	}
 	for (i = 0; i < pages; i++)
 		bad += y[i * 4096] != (char)(i * 5 + 2);
 	xra = resident(x, pages);
 	for (i = 0; i < pages; i++)
 		bad += x[i * 4096] != (char)(i * 3 + 1);
-	printf("raswap: pages=%ld x_present_after_pageout=%ld y_present_after_pageout=%ld x_readahead=%ld x_n1=%ld y_n1=%ld bad=%ld\n",
-	       pages, xout, yout, xra, count_on(x, pages, 1), count_on(y, pages, 1), bad);
+	printf("raswap: pages=%ld x_present_after_pageout=%ld y_present_after_pageout=%ld x_cached=%ld reclaim_rounds=%d x_readahead=%ld x_n1=%ld y_n1=%ld bad=%ld\n",
+	       pages, xout, yout, xcached, round, xra, count_on(x, pages, 1),
+	       count_on(y, pages, 1), bad);
 	return 0;
 }
 

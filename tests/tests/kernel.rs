@@ -34,7 +34,7 @@ fn private_node_series_selftest() {
 /// neighbours read by cluster readahead ever land on node 1.
 #[test]
 fn private_node_series_with_swap() {
-    run_suite("private-swap.sh", 900, 16);
+    run_suite("private-swap.sh", 900, 17);
 }
 
 /// `private-damon.sh`: DAMON's physical- and virtual-address migrate_cold

@@ -35,7 +35,7 @@ remove_owner() {
 	rmmod test_private_node
 }
 
-ktap_plan 16
+ktap_plan 17
 if [ -z "$KO" ] || [ ! -e /sys/block/zram0 ]; then
 	echo "# test_private_node.ko (CONFIG_TEST_PRIVATE_NODE=m) or zram (CONFIG_ZRAM) missing"
 	ktap_fail_rest "test_private_node.ko and zram present"
@@ -129,9 +129,11 @@ pt raswap 512
 pages=$(field pages /tmp/pt)
 check "cluster readahead swapped both ranges out" \
 	[ "$(field x_present_after_pageout /tmp/pt)" -lt $((pages / 2)) -a "$(field y_present_after_pageout /tmp/pt)" -lt $((pages / 2)) ]
-# x_readahead (x pages in the swap cache after y's faults) is printed only:
-# x's own pages can still be in the swap cache from their pageout, so it does
-# not prove that readahead read them (kernel-patches/README.md).
+# ptest reclaims node 0 until none of x is left in the swap cache from its
+# own pageout (x_cached); the x pages in the swap cache after y's faults
+# (x_readahead) were then read ahead by them, and must not be on node 1.
+check "cluster readahead of y reads x's slots (none of x cached before)" \
+	[ "$(field x_cached /tmp/pt)" = 0 -a "$(field x_readahead /tmp/pt)" -gt 0 ]
 check "cluster readahead never brings the unbound range onto node 1" \
 	[ "$(field x_n1 /tmp/pt)" = 0 -a "$(field bad /tmp/pt)" = 0 ]
 echo "$cluster" >/proc/sys/vm/page-cluster
