@@ -25,7 +25,7 @@ fn run_suite(name: &str, timeout: u64, cases: usize) {
 /// without USER_NUMA, and the pause.
 #[test]
 fn private_node_series_selftest() {
-    run_suite("private-node.sh", 900, 48);
+    run_suite("private-node.sh", 900, 49);
 }
 
 /// `private-swap.sh`: swap on zram, zswap and a loop device with node 1;

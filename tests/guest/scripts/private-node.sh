@@ -26,7 +26,7 @@ ptest_cases() {
 # pages of a hog on node 1: "hog: 64 MiB N0=.. N1=.."
 hog_n1() { sed -n 's/.*N1=\([0-9-]*\).*/\1/p' "$1"; }
 
-ktap_plan 48
+ktap_plan 49
 if [ -z "$KO" ]; then
 	echo "# test_private_node.ko missing: the kernel needs CONFIG_TEST_PRIVATE_NODE=m"
 	ktap_fail_rest "test_private_node.ko present"
@@ -153,6 +153,11 @@ check "free callback: every freed folio kept once and released" \
 ptest_cases "orphan $D/remove" "orphan: node 1 removed by its owner" \
 	"orphan: a fault under BIND{1} without node 1 is SIGBUS"
 check "remove succeeds once the pages are freed" [ "$(cat $NODES/has_private_memory)" = "" ]
+# registration must count memory that is only added (offline) as the node's
+echo 1 >"$D/register_public"
+echo "# registration with public memory added, offline: $(cat "$D/register_public")"
+check "registration fails with -EBUSY while public memory is added to the node" \
+	[ "$(cat "$D/register_public")" = -16 -a "$(cat $NODES/has_memory)" = 0 ]
 rmmod test_private_node
 
 # --- without USER_NUMA: policies and migrations naming node 1 are refused ----
