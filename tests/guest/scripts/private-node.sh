@@ -140,11 +140,17 @@ echo "# migratepages: $(grep -o 'N1=[0-9]*' /proc/$H/numa_maps | head -3 | tr '\
 check "migratepages moves a task's memory to node 1" grep -q 'N1=' /proc/$H/numa_maps
 
 # --- free callback and remove ------------------------------------------------
+# a holder bound with mbind (not libnuma), so that the removal below finds
+# pages in use whatever the numactl cases above managed to place
+ptest bindhold 4 3600 >/tmp/bh 2>&1 &
+BH=$!
+wait_for 60 grep -q '^placed' /tmp/bh
 echo 1 >"$D/remove" 2>/dev/null
 r=$?
 check "remove with pages in use fails" [ $r -ne 0 -a "$(cat $NODES/has_private_memory)" = 1 ]
-kill $H
+kill $H $BH
 wait $H 2>/dev/null
+wait $BH 2>/dev/null
 settle
 sed 's/^/# stats: /' "$D/stats"
 check "free callback: every freed folio kept once and released" \
