@@ -478,22 +478,30 @@ static long resident(char *p, long pages)
  * policy onto node 1 (x_n1 once x is touched).  x's own pages can stay in
  * the swap cache after their pageout (a loop device writes asynchronously),
  * and then y's faults find them there instead of reading them: so before y
- * faults, node 0 is reclaimed (anonymous memory only) until no page of x is
- * cached (x_cached, at most 20 rounds).  x_readahead, the pages of x in the
+ * faults, anonymous memory is reclaimed until no page of x is cached
+ * (x_cached, at most 20 rounds).  x_readahead, the pages of x in the
  * swap cache after y's faults, were then read ahead by them.
  */
 #define RA_CHUNK 8
 
-/* Reclaim anonymous memory of node 0 through its per-node reclaim file. */
-static void reclaim_node0(void)
+/*
+ * Reclaim anonymous memory through the root memory cgroup's memory.reclaim
+ * (cgroup2 mounted on /sys/fs/cgroup).  Not node0/reclaim: per-node
+ * proactive reclaim shrinks nothing while the node has little page cache
+ * (__node_reclaim()'s min_unmapped_pages test), as in this guest.
+ */
+static void reclaim_anon(void)
 {
-	int fd = open("/sys/devices/system/node/node0/reclaim", O_WRONLY);
+	int fd = open("/sys/fs/cgroup/memory.reclaim", O_WRONLY);
 
-	if (fd >= 0) {
-		if (write(fd, "64M swappiness=max", 18) < 0)
-			perror("node0/reclaim");
-		close(fd);
+	if (fd < 0) {
+		perror("/sys/fs/cgroup/memory.reclaim");
+		return;
 	}
+	/* EAGAIN: less than asked was reclaimed, which is fine here */
+	if (write(fd, "64M swappiness=max", 18) < 0 && errno != EAGAIN)
+		perror("memory.reclaim");
+	close(fd);
 }
 static int raswap(long pages)
 {
@@ -517,7 +525,7 @@ static int raswap(long pages)
 	yout = present(y, pages);
 	for (round = 0; round < 20 && (xcached = resident(x, pages)) > 0; round++) {
 		sleep(1);
-		reclaim_node0();
+		reclaim_anon();
 	}
 	for (i = 0; i < pages; i++)
 		bad += y[i * 4096] != (char)(i * 5 + 2);

@@ -45,6 +45,11 @@ damon() {
 	fi
 	echo 1 >$C/schemes/nr_schemes
 	echo "$2" >$C/schemes/0/action
+	# every region matches (the ranges default to 0..0)
+	A=$C/schemes/0/access_pattern
+	echo 18446744073709551615 >$A/sz/max
+	echo 4294967295 >$A/nr_accesses/max
+	echo 4294967295 >$A/age/max
 	[ -e $C/schemes/0/target_nid ] && echo "$3" >$C/schemes/0/target_nid
 	echo on >$K/0/state
 }

@@ -129,7 +129,7 @@ pt raswap 512
 pages=$(field pages /tmp/pt)
 check "cluster readahead swapped both ranges out" \
 	[ "$(field x_present_after_pageout /tmp/pt)" -lt $((pages / 2)) -a "$(field y_present_after_pageout /tmp/pt)" -lt $((pages / 2)) ]
-# ptest reclaims node 0 until none of x is left in the swap cache from its
+# ptest reclaims (memory.reclaim) until none of x is left in the swap cache from its
 # own pageout (x_cached); the x pages in the swap cache after y's faults
 # (x_readahead) were then read ahead by them, and must not be on node 1.
 check "cluster readahead of y reads x's slots (none of x cached before)" \
