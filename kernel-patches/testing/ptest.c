@@ -479,8 +479,9 @@ static long resident(char *p, long pages)
  * the swap cache after their pageout (a loop device writes asynchronously),
  * and then y's faults find them there instead of reading them: so before y
  * faults, anonymous memory is reclaimed until no page of x is cached
- * (x_cached, at most 20 rounds).  x_readahead, the pages of x in the
- * swap cache after y's faults, were then read ahead by them.
+ * (x_cached, at most 60 rounds: writeback to the loop device can lag).
+ * x_readahead, the pages of x in the swap cache after y's faults, less
+ * x_cached, were then read ahead by them.
  */
 #define RA_CHUNK 8
 
@@ -523,7 +524,7 @@ static int raswap(long pages)
 	}
 	xout = present(x, pages);
 	yout = present(y, pages);
-	for (round = 0; round < 20 && (xcached = resident(x, pages)) > 0; round++) {
+	for (round = 0; round < 60 && (xcached = resident(x, pages)) > 0; round++) {
 		sleep(1);
 		reclaim_anon();
 	}

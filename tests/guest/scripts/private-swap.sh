@@ -130,10 +130,11 @@ pages=$(field pages /tmp/pt)
 check "cluster readahead swapped both ranges out" \
 	[ "$(field x_present_after_pageout /tmp/pt)" -lt $((pages / 2)) -a "$(field y_present_after_pageout /tmp/pt)" -lt $((pages / 2)) ]
 # ptest reclaims (memory.reclaim) until none of x is left in the swap cache from its
-# own pageout (x_cached); the x pages in the swap cache after y's faults
-# (x_readahead) were then read ahead by them, and must not be on node 1.
-check "cluster readahead of y reads x's slots (none of x cached before)" \
-	[ "$(field x_cached /tmp/pt)" = 0 -a "$(field x_readahead /tmp/pt)" -gt 0 ]
+# own pageout (x_cached, normally 0); the x pages in the swap cache after y's
+# faults beyond those (x_readahead - x_cached) were read ahead by them, and
+# must not be on node 1.
+check "cluster readahead of y reads x's slots (more than were still cached)" \
+	[ "$(field x_readahead /tmp/pt)" -gt "$(field x_cached /tmp/pt)" ]
 check "cluster readahead never brings the unbound range onto node 1" \
 	[ "$(field x_n1 /tmp/pt)" = 0 -a "$(field bad /tmp/pt)" = 0 ]
 echo "$cluster" >/proc/sys/vm/page-cluster
