@@ -480,8 +480,9 @@ static long resident(char *p, long pages)
  * and then y's faults find them there instead of reading them: so before y
  * faults, anonymous memory is reclaimed until no page of x is cached
  * (x_cached, at most 60 rounds: writeback to the loop device can lag).
- * x_readahead, the pages of x in the swap cache after y's faults, less
- * x_cached, were then read ahead by them.
+ * x_read counts the pages of x that y's faults read ahead (not cached
+ * before them, cached after), x_read_n1 those of them that landed on node 1.
+ * How much readahead reads adapts to earlier hits, so x_read can be 0.
  */
 #define RA_CHUNK 8
 
@@ -509,10 +510,14 @@ static int raswap(long pages)
 	size_t len = pages * 4096;
 	char *x = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	char *y = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	long i, bad = 0, xout, yout, xra, xcached;
+	long i, bad = 0, xout, yout, xra, xcached, xread = 0, xread_n1 = 0;
+	unsigned char *before = malloc(pages), *after = malloc(pages);
+	void **addrs = malloc(pages * sizeof(void *));
+	int *where = malloc(pages * sizeof(int));
 	int round;
 
-	if (x == MAP_FAILED || y == MAP_FAILED || mbind_(y, len, MPOL_BIND, 1UL << 1, 0))
+	if (x == MAP_FAILED || y == MAP_FAILED || !before || !after || !addrs || !where ||
+	    mbind_(y, len, MPOL_BIND, 1UL << 1, 0))
 		return 1;
 	for (i = 0; i < pages; i++) {
 		x[i * 4096] = (char)(i * 3 + 1);
@@ -528,14 +533,29 @@ static int raswap(long pages)
 		sleep(1);
 		reclaim_anon();
 	}
+	if (mincore(x, len, before))
+		return 1;
 	for (i = 0; i < pages; i++)
 		bad += y[i * 4096] != (char)(i * 5 + 2);
 	xra = resident(x, pages);
+	if (mincore(x, len, after))
+		return 1;
 	for (i = 0; i < pages; i++)
 		bad += x[i * 4096] != (char)(i * 3 + 1);
-	printf("raswap: pages=%ld x_present_after_pageout=%ld y_present_after_pageout=%ld x_cached=%ld reclaim_rounds=%d x_readahead=%ld x_n1=%ld y_n1=%ld bad=%ld\n",
-	       pages, xout, yout, xcached, round, xra, count_on(x, pages, 1),
-	       count_on(y, pages, 1), bad);
+	/* where the pages of x that y's faults read ahead ended up */
+	for (i = 0; i < pages; i++)
+		addrs[i] = x + i * 4096;
+	if (syscall(SYS_move_pages, 0, pages, addrs, NULL, where, 0))
+		return 1;
+	for (i = 0; i < pages; i++) {
+		if (!(before[i] & 1) && (after[i] & 1)) {
+			xread++;
+			xread_n1 += where[i] == 1;
+		}
+	}
+	printf("raswap: pages=%ld x_present_after_pageout=%ld y_present_after_pageout=%ld x_cached=%ld reclaim_rounds=%d x_readahead=%ld x_read=%ld x_read_n1=%ld x_n1=%ld y_n1=%ld bad=%ld\n",
+	       pages, xout, yout, xcached, round, xra, xread, xread_n1,
+	       count_on(x, pages, 1), count_on(y, pages, 1), bad);
 	return 0;
 }
 

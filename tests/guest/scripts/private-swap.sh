@@ -129,14 +129,18 @@ pt raswap 512
 pages=$(field pages /tmp/pt)
 check "cluster readahead swapped both ranges out" \
 	[ "$(field x_present_after_pageout /tmp/pt)" -lt $((pages / 2)) -a "$(field y_present_after_pageout /tmp/pt)" -lt $((pages / 2)) ]
-# ptest reclaims (memory.reclaim) until none of x is left in the swap cache from its
-# own pageout (x_cached, normally 0); the x pages in the swap cache after y's
-# faults beyond those (x_readahead - x_cached) were read ahead by them, and
-# must not be on node 1.
-check "cluster readahead of y reads x's slots (more than were still cached)" \
-	[ "$(field x_readahead /tmp/pt)" -gt "$(field x_cached /tmp/pt)" ]
-check "cluster readahead never brings the unbound range onto node 1" \
-	[ "$(field x_n1 /tmp/pt)" = 0 -a "$(field bad /tmp/pt)" = 0 ]
+# ptest reclaims (memory.reclaim) until none of x is left in the swap cache
+# from its own pageout, then counts the pages of x that y's faults read ahead
+# (x_read); those must not be on node 1. How far readahead reaches adapts to
+# earlier hits: a run in which it read none of x cannot tell, and says so.
+check "both ranges intact after the readahead round trip" [ "$(field bad /tmp/pt)" = 0 ]
+if [ "$(field x_read /tmp/pt)" -gt 0 ]; then
+	check "cluster readahead never brings the unbound range onto node 1" \
+		[ "$(field x_read_n1 /tmp/pt)" = 0 -a "$(field x_n1 /tmp/pt)" = 0 ]
+else
+	skip "cluster readahead never brings the unbound range onto node 1" \
+		"y's faults read none of x this run (x_cached=$(field x_cached /tmp/pt))"
+fi
 echo "$cluster" >/proc/sys/vm/page-cluster
 echo true >/sys/kernel/mm/swap/vma_ra_enabled
 swapoff /dev/loop0
