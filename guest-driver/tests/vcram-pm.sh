@@ -13,27 +13,14 @@
 # The test guest's kernel has no PM_SLEEP and the device no reset method
 # (root bus, no FLR): the debugfs path.
 
-KTAP_LIB=/usr/share/vcram/ktap.sh
-[ -r $KTAP_LIB ] || { echo "KTAP version 1"; echo "Bail out! $KTAP_LIB missing (rebuild the initramfs)"; exit 1; }
-# shellcheck source=tests/guest/lib/ktap.sh
-. $KTAP_LIB
-
-KO=${VCRAM_KO:-/lib/modules/vcram/vcram.ko}
-NODE=${VCRAM_NODE:-1}
-
-stat() {
-	cat "$VDIR/$1" 2>/dev/null || echo -1
-}
+VCRAM_LIB=/usr/share/vcram/vcram.sh
+[ -r $VCRAM_LIB ] || { echo "KTAP version 1"; echo "Bail out! $VCRAM_LIB missing (rebuild the initramfs)"; exit 1; }
+# shellcheck source=tests/guest/lib/vcram.sh
+. $VCRAM_LIB
 
 ktap_plan 6
 
-insmod "$KO"
-VDEV=
-for d in /sys/bus/virtio/drivers/vcram/virtio*; do
-	[ -e "$d" ] && VDEV=$d
-done
-VDIR=$VDEV/vcram
-PCI=$(readlink -f "$VDEV/..")
+vcram_bind
 # 1
 check "bound, node $NODE private" test -n "$VDEV"
 
@@ -93,5 +80,5 @@ check "data on node $NODE intact across the reset" test "$hrc" -eq 0
 sleep 2
 echo 0 > "$VDIR/online"
 check "memory removed afterwards (nothing kept)" test "$(stat online)" = 0
-dmesg | grep vcram | sed 's/^/# /' | tail -12
+vcram_log
 ktap_done
