@@ -96,6 +96,7 @@ VCRAM_STAT_ATTR(relief_pages_moved, VCRAM_STAT_RELIEF_MOVED);
 VCRAM_STAT_ATTR(relief_busy, VCRAM_STAT_RELIEF_BUSY);
 VCRAM_STAT_ATTR(relief_failed, VCRAM_STAT_RELIEF_FAILED);
 VCRAM_STAT_ATTR(relief_gave_up, VCRAM_STAT_RELIEF_GAVE_UP);
+VCRAM_STAT_ATTR(relief_retries, VCRAM_STAT_RELIEF_RETRIES);
 
 static ssize_t relief_active_show(struct device *dev,
 				  struct device_attribute *attr, char *buf)
@@ -251,6 +252,7 @@ static struct attribute *vcram_attrs[] = {
 	&dev_attr_relief_busy.attr,
 	&dev_attr_relief_failed.attr,
 	&dev_attr_relief_gave_up.attr,
+	&dev_attr_relief_retries.attr,
 	&dev_attr_relief_active.attr,
 	&dev_attr_relief_last_ms.attr,
 	&dev_attr_pages_pending.attr,

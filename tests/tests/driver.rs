@@ -220,6 +220,48 @@ fn relief_moves_the_costliest_pages_off_until_below_low() {
     assert_eq!(stats["bad_requests"].as_u64(), Some(0), "{stats}");
 }
 
+/// The relief tries again by itself: the device answers its first 60
+/// NOMINATE requests with nothing (`--fault nominate-empty=60`), so the first
+/// episode gives up above LOW with no new event to come; the driver retries
+/// on its own and brings physical use below LOW while the writer holds its
+/// data. The driver sends NOMINATE's page limit (protocol 1.4): the device
+/// names no more pages than the relief takes on.
+#[test]
+fn relief_retries_after_giving_up_and_nominate_has_a_page_limit() {
+    require_platform();
+    assert!(driver_built(), "re-run scripts/setup");
+    let dev = Device::start(&["--physical-size", "96M", "--fault", "nominate-empty=60"])
+        .expect("start vcram-device");
+    let script =
+        std::fs::read_to_string(repo_root().join("guest-driver/tests/vcram-relief-retry.sh"))
+            .expect("suite script");
+    let run = Launch::new()
+        .arg("--mem")
+        .arg("1G")
+        .device_socket(&dev.socket())
+        .timeout(600)
+        .run_script(&script)
+        .expect("launch");
+    assert_ktap_passed(&run, &dev, 5);
+    assert!(
+        dev.log().contains("fault nominate-empty=60"),
+        "the device emptied no NOMINATE\n{}",
+        dev.log()
+    );
+    let stats = dev.stats().expect("stats");
+    // 60 emptied, then the ones that moved pages
+    assert!(
+        stats["nominate_requests"].as_u64().unwrap_or(0) > 60,
+        "{stats}"
+    );
+    assert_eq!(
+        stats["nominate_limited"].as_u64(),
+        stats["nominate_requests"].as_u64(),
+        "every NOMINATE should carry the page limit: {stats}"
+    );
+    assert_eq!(stats["bad_requests"].as_u64(), Some(0), "{stats}");
+}
+
 /// The control: the same run with the relief off (`relief_rate=0`, as the
 /// driver was before it) stays above LOW while the writer holds its data, and
 /// moves nothing off the node. Ignored by default (it shows the failure the
