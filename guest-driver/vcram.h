@@ -69,6 +69,8 @@ enum vcram_stat {
 	VCRAM_STAT_RELIEF_FAILED,	/* other failures (no room, no answer) */
 	VCRAM_STAT_RELIEF_GAVE_UP,	/* episodes ended without reaching LOW */
 	VCRAM_STAT_RELIEF_RETRIES,	/* episodes started again after a give-up */
+	VCRAM_STAT_PM_FREEZES,		/* freeze callbacks (suspend, hibernation) */
+	VCRAM_STAT_PM_RESTORES,		/* restore callbacks that brought it back */
 	VCRAM_NR_STATS
 };
 

@@ -370,6 +370,30 @@ static int vcram_reinit(struct virtio_device *vdev)
 	return 0;
 }
 
+#ifdef CONFIG_PM_SLEEP
+/* Suspend and hibernation: as reset_prepare, counted (pm_freezes). */
+static int vcram_freeze(struct virtio_device *vdev)
+{
+	struct vcram *vc = vdev->priv;
+
+	if (vc)
+		vcram_count(vc, VCRAM_STAT_PM_FREEZES, 1);
+	return vcram_quiesce(vdev);
+}
+
+/* Resume: as reset_done; pm_restores counts the ones that worked. */
+static int vcram_restore(struct virtio_device *vdev)
+{
+	struct vcram *vc = vdev->priv;
+	int ret;
+
+	ret = vcram_reinit(vdev);
+	if (!ret && vc)
+		vcram_count(vc, VCRAM_STAT_PM_RESTORES, 1);
+	return ret;
+}
+#endif
+
 static int vcram_probe(struct virtio_device *vdev)
 {
 	struct vcram *vc;
@@ -539,8 +563,8 @@ static struct virtio_driver vcram_driver = {
 	.probe = vcram_probe,
 	.remove = vcram_remove,
 #ifdef CONFIG_PM_SLEEP
-	.freeze = vcram_quiesce,
-	.restore = vcram_reinit,
+	.freeze = vcram_freeze,
+	.restore = vcram_restore,
 #endif
 	.reset_prepare = vcram_quiesce,
 	.reset_done = vcram_reinit,

@@ -2,9 +2,9 @@
 # SPDX-License-Identifier: GPL-2.0
 # In-guest test, KTAP: a surprise removal with pages in use and DISCARDs in
 # flight.  virtio-pci breaks the device's queues (virtio_break_device())
-# when the device is gone before it removes it; the guest kernel has no PCI
-# hotplug, so debugfs vcram/virtioN/break does that step and a sysfs PCI
-# removal follows.  Needs vcram-device --fault drop-requests-after=1, so
+# when the device is gone before it removes it; QEMU's ACPI hotplug only
+# does orderly removals (vcram-devdel.sh), so debugfs vcram/virtioN/break
+# does that step and a sysfs PCI removal follows.  Needs vcram-device --fault drop-requests-after=1, so
 # that DISCARDs are in flight when the queues break.
 
 VCRAM_LIB=/usr/share/vcram/vcram.sh

@@ -10,6 +10,10 @@ use std::time::{Duration, Instant};
 pub struct Qmp {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
+    /// Events read while waiting for a command's reply, oldest first.
+    events: Vec<Value>,
+    /// A line read in part when a read timed out.
+    partial: String,
 }
 
 fn other(msg: String) -> io::Error {
@@ -33,6 +37,8 @@ impl Qmp {
         let mut qmp = Qmp {
             reader: BufReader::new(stream.try_clone()?),
             writer: stream,
+            events: Vec::new(),
+            partial: String::new(),
         };
         let greeting = qmp.read_message()?;
         if greeting.get("QMP").is_none() {
@@ -43,14 +49,59 @@ impl Qmp {
     }
 
     fn read_message(&mut self) -> io::Result<Value> {
-        let mut line = String::new();
-        if self.reader.read_line(&mut line)? == 0 {
+        // A read that times out keeps what it read of the line for the next one.
+        if self.reader.read_line(&mut self.partial)? == 0 {
             return Err(other("QMP connection closed".into()));
         }
+        let line = std::mem::take(&mut self.partial);
         serde_json::from_str(&line).map_err(|e| other(format!("bad QMP message {line:?}: {e}")))
     }
 
-    /// Runs a command and returns its `return` value (events are skipped).
+    /// Waits up to `timeout` for the event `name` for which `matches` holds (events read
+    /// before, while waiting for replies, count too); returns it.
+    pub fn wait_event(
+        &mut self,
+        name: &str,
+        timeout: Duration,
+        matches: impl Fn(&Value) -> bool,
+    ) -> io::Result<Value> {
+        let is = |ev: &Value| ev["event"] == name && matches(ev);
+        if let Some(i) = self.events.iter().position(is) {
+            return Ok(self.events.remove(i));
+        }
+        let deadline = Instant::now() + timeout;
+        let result = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no QMP event {name} within {timeout:?}"),
+                ));
+            }
+            self.reader.get_ref().set_read_timeout(Some(left))?;
+            match self.read_message() {
+                Ok(msg) if is(&msg) => break Ok(msg),
+                Ok(msg) => {
+                    if msg.get("event").is_some() {
+                        self.events.push(msg);
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => break Err(e),
+            }
+        };
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_secs(30)))?;
+        result
+    }
+
+    /// Runs a command and returns its `return` value (events are kept for
+    /// [`Qmp::wait_event`]).
     pub fn execute(&mut self, command: &str, arguments: Value) -> io::Result<Value> {
         let msg = json!({ "execute": command, "arguments": arguments });
         writeln!(self.writer, "{msg}")?;
@@ -61,6 +112,9 @@ impl Qmp {
             }
             if let Some(err) = reply.get("error") {
                 return Err(other(format!("QMP {command}: {err}")));
+            }
+            if reply.get("event").is_some() {
+                self.events.push(reply);
             }
         }
     }
