@@ -42,8 +42,18 @@ ok0=$(cat /sys/power/suspend_stats/success 2>/dev/null || echo 0)
 if [ -e /sys/power/state ] && grep -qw mem /sys/power/state; then
 	how="S3 suspend and resume"
 	echo "# reset by $how: waiting for the host's system_wakeup"
+	# QEMU resets the ICH9 LPC bridge on system_wakeup and SeaBIOS's resume
+	# path does not set its ACPI base and enable (config 0x40-0x47) again,
+	# while Linux restores only the 64-byte config header: after S3 the
+	# ACPI PM I/O ports are gone and the S5 power-off at the end fails
+	# (WARNING in do_exit, the guest never stops).  Seen with QEMU 11.1.3:
+	# PMBASE 0x600 and ACPI_EN before, 0 after.  Put them back.
+	LPC=/sys/bus/pci/devices/0000:00:1f.0/config
+	dd if=$LPC of=/tmp/lpc.cfg bs=1 skip=64 count=8 2>/dev/null
 	echo mem > /sys/power/state
 	rrc=$?
+	echo "# LPC 0x40-0x47 before $(od -An -tx1 /tmp/lpc.cfg), after resume $(dd if=$LPC bs=1 skip=64 count=8 2>/dev/null | od -An -tx1)"
+	dd if=/tmp/lpc.cfg of=$LPC bs=1 seek=64 count=8 conv=notrunc 2>/dev/null
 	echo "# resumed: pm_freezes $f0 -> $(stat pm_freezes), pm_restores $r0 -> $(stat pm_restores), suspend_stats/success $ok0 -> $(cat /sys/power/suspend_stats/success 2>/dev/null)"
 elif [ -w "$PCI/reset" ]; then
 	how="PCI function reset"

@@ -36,6 +36,7 @@ check "DISCARDs of 16 MiB freed stay unanswered" unanswered 16
 # the device
 check "device removal with only unanswered DISCARDs completes within 15 s" vcram_remove_pci
 # 4: the memory could only go if every page came back
+wait_for 15 gone
 check "node $NODE's memory went with the device (no page kept)" gone
 # 5
 rmmod vcram 2>/dev/null

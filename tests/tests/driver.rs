@@ -268,6 +268,13 @@ fn device_reset_with_pages_on_the_node() {
             "S3 case skipped: {case:?}\n{}",
             run.transcript()
         );
+        for l in run
+            .serial
+            .lines()
+            .filter(|l| l.starts_with("# LPC") || l.starts_with("# resumed"))
+        {
+            eprintln!("{l}");
+        }
     }
 }
 
