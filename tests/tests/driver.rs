@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 use vcram_e2e::device::Device;
-use vcram_e2e::guest::{require_platform, Launch, Run};
+use vcram_e2e::guest::{require_platform, Launch, Run, Running};
 use vcram_e2e::repo_root;
 
 /// The guest kernel's build directory (`KBUILD` of images/out/platform.env).
@@ -32,8 +32,8 @@ fn kernel_has(name: &str) -> bool {
         .any(|l| l == format!("CONFIG_{name}=y").as_str())
 }
 
-/// Runs one guest-driver suite against a fresh device; returns the run.
-fn run_suite(script: &str, device_args: &[&str], timeout: u64) -> (Run, Device) {
+/// A fresh device and the text of one guest-driver suite.
+fn suite(script: &str, device_args: &[&str]) -> (String, Device) {
     require_platform();
     assert!(
         driver_built(),
@@ -42,12 +42,30 @@ fn run_suite(script: &str, device_args: &[&str], timeout: u64) -> (Run, Device) 
     let dev = Device::start(device_args).expect("start vcram-device");
     let script = std::fs::read_to_string(repo_root().join("guest-driver/tests").join(script))
         .expect("suite script");
+    (script, dev)
+}
+
+/// Runs one guest-driver suite against a fresh device; returns the run.
+fn run_suite(script: &str, device_args: &[&str], timeout: u64) -> (Run, Device) {
+    let (script, dev) = suite(script, device_args);
     let run = Launch::new()
         .device_socket(&dev.socket())
         .timeout(timeout)
         .run_script(&script)
         .expect("launch");
     (run, dev)
+}
+
+/// Boots the guest with one suite against a fresh device and returns while it
+/// runs (for tests that act from the host meanwhile).
+fn spawn_suite(script: &str, device_args: &[&str]) -> (Running, Device) {
+    let (script, dev) = suite(script, device_args);
+    let guest = Launch::new()
+        .device_socket(&dev.socket())
+        .timeout(600)
+        .spawn_script(&script)
+        .expect("launch");
+    (guest, dev)
 }
 
 fn assert_ktap_passed(run: &Run, dev: &Device, min_cases: usize) {
@@ -144,20 +162,11 @@ fn surprise_removal_with_pages_in_use_completes() {
 /// nothing new) and its memory goes once its last page is free.
 #[test]
 fn device_del_with_pages_in_use_completes() {
-    require_platform();
-    assert!(driver_built(), "re-run scripts/setup");
     assert!(
         kernel_has("HOTPLUG_PCI_ACPI") || kernel_has("HOTPLUG_PCI_PCIE"),
         "the guest kernel has no PCI hotplug driver (images/kernel.config): re-run scripts/setup"
     );
-    let dev = Device::start(&[]).expect("start vcram-device");
-    let script = std::fs::read_to_string(repo_root().join("guest-driver/tests/vcram-devdel.sh"))
-        .expect("suite script");
-    let mut guest = Launch::new()
-        .device_socket(&dev.socket())
-        .timeout(600)
-        .spawn_script(&script)
-        .expect("launch");
+    let (mut guest, dev) = spawn_suite("vcram-devdel.sh", &[]);
     guest
         .wait_for_serial("device_del: ready", Duration::from_secs(300))
         .unwrap_or_else(|e| panic!("{e}\n{}", dev.log()));
@@ -212,16 +221,7 @@ fn early_and_malformed_events() {
 /// events flow again, and the data survives.
 #[test]
 fn device_reset_with_pages_on_the_node() {
-    require_platform();
-    assert!(driver_built(), "re-run scripts/setup");
-    let dev = Device::start(&["--physical-size", "96M"]).expect("start vcram-device");
-    let script = std::fs::read_to_string(repo_root().join("guest-driver/tests/vcram-pm.sh"))
-        .expect("suite script");
-    let mut guest = Launch::new()
-        .device_socket(&dev.socket())
-        .timeout(600)
-        .spawn_script(&script)
-        .expect("launch");
+    let (mut guest, dev) = spawn_suite("vcram-pm.sh", &["--physical-size", "96M"]);
     // Either the guest suspends (then wake it up) or it resets the device.
     let marker = guest
         .wait_for_serial("reset by ", Duration::from_secs(300))
@@ -278,15 +278,13 @@ fn device_reset_with_pages_on_the_node() {
     }
 }
 
-/// Runs `guest-driver/tests/vcram-relief.sh` (device with 96 MiB of physical
-/// capacity, 1 GiB of boot RAM for what the relief moves to node 0); `env`
-/// lines go in front of the script.
-fn run_relief(env: &str) -> (Run, Device) {
-    require_platform();
-    assert!(driver_built(), "re-run scripts/setup");
-    let dev = Device::start(&["--physical-size", "96M"]).expect("start vcram-device");
-    let script = std::fs::read_to_string(repo_root().join("guest-driver/tests/vcram-relief.sh"))
-        .expect("suite script");
+/// Runs a relief suite of `guest-driver/tests/` (device with 96 MiB of
+/// physical capacity and `faults`, 1 GiB of boot RAM for what the relief
+/// moves to node 0); `env` lines go in front of the script.
+fn run_relief_suite(script: &str, faults: &[&str], env: &str) -> (Run, Device) {
+    let mut args = vec!["--physical-size", "96M"];
+    args.extend_from_slice(faults);
+    let (script, dev) = suite(script, &args);
     let run = Launch::new()
         .arg("--mem")
         .arg("1G")
@@ -295,6 +293,11 @@ fn run_relief(env: &str) -> (Run, Device) {
         .run_script(&format!("{env}\n{script}"))
         .expect("launch");
     (run, dev)
+}
+
+/// `vcram-relief.sh`, see [`run_relief_suite`].
+fn run_relief(env: &str) -> (Run, Device) {
+    run_relief_suite("vcram-relief.sh", &[], env)
 }
 
 /// Device-guided relief: a writer of incompressible data bound to {0,1}
@@ -327,20 +330,11 @@ fn relief_moves_the_costliest_pages_off_until_below_low() {
 /// names no more pages than the relief takes on.
 #[test]
 fn relief_retries_after_giving_up_and_nominate_has_a_page_limit() {
-    require_platform();
-    assert!(driver_built(), "re-run scripts/setup");
-    let dev = Device::start(&["--physical-size", "96M", "--fault", "nominate-empty=60"])
-        .expect("start vcram-device");
-    let script =
-        std::fs::read_to_string(repo_root().join("guest-driver/tests/vcram-relief-retry.sh"))
-            .expect("suite script");
-    let run = Launch::new()
-        .arg("--mem")
-        .arg("1G")
-        .device_socket(&dev.socket())
-        .timeout(600)
-        .run_script(&script)
-        .expect("launch");
+    let (run, dev) = run_relief_suite(
+        "vcram-relief-retry.sh",
+        &["--fault", "nominate-empty=60"],
+        "",
+    );
     assert_ktap_passed(&run, &dev, 5);
     assert!(
         dev.log().contains("fault nominate-empty=60"),
