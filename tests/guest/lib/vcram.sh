@@ -104,6 +104,28 @@ vcram_remove_pci() {
 	test -e /tmp/removed
 }
 
+# vcram_orphan_checks HOLDER OUT: three cases after the device went away
+# while HOLDER (a vcram-membind bound to the node, its output in OUT) held
+# pages there: the orphaned node takes no new memory; the holder's data is
+# intact; the memory goes (within 15 s) once its last page is free, and the
+# module unloads
+vcram_orphan_checks() {
+	vcram-membind "$NODE" 4 0 zero >/tmp/new.out 2>&1
+	_vcram_nrc=$?
+	sed 's/^/# new: /' /tmp/new.out | tail -2
+	check "the orphaned node takes no new memory" test "$_vcram_nrc" -ne 0
+	wait "$1"
+	_vcram_hrc=$?
+	sed 's/^/# holder: /' "$2" | tail -3
+	check "holder's data intact (checksums, status $_vcram_hrc)" \
+		sh -c "test $_vcram_hrc -eq 0 && grep -q checksum_ok=1 '$2'"
+	wait_for 15 gone
+	rmmod vcram 2>/dev/null
+	_vcram_mrc=$?
+	check "memory removed once its last page is free, module unloads" \
+		test "$_vcram_mrc" -eq 0 -a -z "$(private)"
+}
+
 # vcram_log [N]: the last N (default 12) vcram lines of the kernel log, as
 # KTAP comments
 vcram_log() {
