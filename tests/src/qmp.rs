@@ -119,3 +119,73 @@ impl Qmp {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::BufRead;
+    use std::os::unix::net::UnixListener;
+
+    /// A fake QEMU: greets, answers every command, and sends an event before the answer to
+    /// `device_del` and another one a little later.
+    fn fake_qemu(path: &Path) -> std::thread::JoinHandle<()> {
+        let listener = UnixListener::bind(path).unwrap();
+        std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut w = stream.try_clone().unwrap();
+            writeln!(w, r#"{{"QMP": {{"version": {{}}, "capabilities": []}}}}"#).unwrap();
+            for line in BufReader::new(stream).lines() {
+                let cmd: Value = serde_json::from_str(&line.unwrap()).unwrap();
+                if cmd["execute"] == "device_del" {
+                    writeln!(w, r#"{{"event": "ACPI_DEVICE_OST", "data": {{}}}}"#).unwrap();
+                    writeln!(w, r#"{{"return": {{}}}}"#).unwrap();
+                    std::thread::sleep(Duration::from_millis(200));
+                    // one event written in two pieces
+                    write!(w, r#"{{"event": "DEVICE_DELETED", "#).unwrap();
+                    w.flush().unwrap();
+                    std::thread::sleep(Duration::from_millis(100));
+                    writeln!(w, r#""data": {{"device": "vcram-dev"}}}}"#).unwrap();
+                } else {
+                    writeln!(w, r#"{{"return": {{}}}}"#).unwrap();
+                }
+            }
+        })
+    }
+
+    #[test]
+    fn events_are_kept_and_waited_for() {
+        let dir = std::env::temp_dir().join(format!("vcram-qmp-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("qmp.sock");
+        let server = fake_qemu(&sock);
+        let mut q = Qmp::connect(&sock, Duration::from_secs(5)).unwrap();
+        q.execute("device_del", json!({"id": "vcram-dev"})).unwrap();
+        // the event that came before the answer was kept
+        let ost = q
+            .wait_event("ACPI_DEVICE_OST", Duration::from_millis(1), |_| true)
+            .unwrap();
+        assert_eq!(ost["event"], "ACPI_DEVICE_OST");
+        // one that does not match is not taken: a timeout, within about its time
+        let t = Instant::now();
+        let e = q
+            .wait_event("DEVICE_DELETED", Duration::from_millis(100), |ev| {
+                ev["data"]["device"] == "other"
+            })
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        // the real one, after the timeout (written in two pieces)
+        let ev = q
+            .wait_event("DEVICE_DELETED", Duration::from_secs(5), |ev| {
+                ev["data"]["device"] == "vcram-dev"
+            })
+            .unwrap();
+        assert_eq!(ev["data"]["device"], "vcram-dev");
+        // commands still work afterwards
+        q.execute("query-status", json!({})).unwrap();
+        drop(q);
+        server.join().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
