@@ -68,6 +68,9 @@ enum vcram_stat {
 	VCRAM_STAT_RELIEF_BUSY,		/* evacuations that left folios (-EBUSY) */
 	VCRAM_STAT_RELIEF_FAILED,	/* other failures (no room, no answer) */
 	VCRAM_STAT_RELIEF_GAVE_UP,	/* episodes ended without reaching LOW */
+	VCRAM_STAT_RELIEF_RETRIES,	/* episodes started again after a give-up */
+	VCRAM_STAT_PM_FREEZES,		/* freeze callbacks (suspend, hibernation) */
+	VCRAM_STAT_PM_RESTORES,		/* restore callbacks that brought it back */
 	VCRAM_NR_STATS
 };
 
@@ -89,6 +92,7 @@ struct vcram_nominate {
 	struct completion done;
 	unsigned int len;		/* used length, 0: not answered */
 	unsigned int max;		/* room for this many entries */
+	unsigned int max_pages;		/* page limit sent (1.4), 0: none */
 	struct vcram_resp resp;		/* device-writable from here */
 	struct vcram_nomination ent[];
 };
@@ -162,6 +166,7 @@ struct vcram {
 	unsigned long relief_moved;	/* pages moved in this episode */
 	unsigned int relief_idle;	/* rounds without progress */
 	unsigned int relief_last_ms;	/* length of the last episode */
+	unsigned long relief_retry_delay; /* jiffies before the next retry */
 
 	atomic_long_t stats[VCRAM_NR_STATS];
 
@@ -227,6 +232,7 @@ void vcram_nominate_put(struct vcram_nominate *nom);
 
 /* vcram_relief.c */
 #define VCRAM_RELIEF_ACTIVE	0
+#define VCRAM_RELIEF_RETRY	1	/* a retry is queued */
 void vcram_relief_init(struct vcram *vc);
 void vcram_relief_start(struct vcram *vc, const char *why);
 void vcram_relief_stop(struct vcram *vc);

@@ -370,6 +370,30 @@ static int vcram_reinit(struct virtio_device *vdev)
 	return 0;
 }
 
+#ifdef CONFIG_PM_SLEEP
+/* Suspend and hibernation: as reset_prepare, counted (pm_freezes). */
+static int vcram_freeze(struct virtio_device *vdev)
+{
+	struct vcram *vc = vdev->priv;
+
+	if (vc)
+		vcram_count(vc, VCRAM_STAT_PM_FREEZES, 1);
+	return vcram_quiesce(vdev);
+}
+
+/* Resume: as reset_done; pm_restores counts the ones that worked. */
+static int vcram_restore(struct virtio_device *vdev)
+{
+	struct vcram *vc = vdev->priv;
+	int ret;
+
+	ret = vcram_reinit(vdev);
+	if (!ret && vc)
+		vcram_count(vc, VCRAM_STAT_PM_RESTORES, 1);
+	return ret;
+}
+#endif
+
 static int vcram_probe(struct virtio_device *vdev)
 {
 	struct vcram *vc;
@@ -502,7 +526,6 @@ int vcram_test_reset(struct virtio_device *vdev)
 static void vcram_remove(struct virtio_device *vdev)
 {
 	struct vcram *vc = vdev->priv;
-	int ret;
 
 	/*
 	 * With suppress_bind_attrs and the module reference held while the
@@ -510,23 +533,30 @@ static void vcram_remove(struct virtio_device *vdev)
 	 * device itself goes away.  Stop the device first, as virtio-mem
 	 * does: unanswered DISCARDs (a device that stopped answering, or a
 	 * surprise removal that broke the queues) are zeroed on the CPU, so
-	 * that offlining never waits for the device.  Then try to give the
-	 * memory back; if pages are in use, keep what the node needs and
-	 * remove the memory once they are free.
+	 * that offlining never waits for the device.
+	 *
+	 * The memory is not offlined here: on an ACPI hot-unplug (QMP
+	 * device_del) this runs under the device hotplug lock
+	 * (acpi_device_hotplug()), which offlining takes too.  The node is
+	 * orphaned (paused, freed pages zeroed by the CPU) and the reap work
+	 * removes its memory from the orphan queue, at once if no page is in
+	 * use, else once the last one is free.
 	 */
 	vcram_debugfs_exit(vc);
 	vcram_stop_device(vc);
-	ret = vcram_mem_remove(vc);
-	if (ret) {
-		get_device(&vdev->dev);
-		vcram_mem_orphan(vc);
-		dev_warn(&vdev->dev,
-			 "node %d still has pages in use: paused, freed pages are zeroed by the CPU, the memory goes when the last one is free\n",
-			 vc->nid);
+	mutex_lock(&vc->lock);
+	if (!vc->added) {
+		mutex_unlock(&vc->lock);
+		vcram_free(vc);
 		vdev->priv = NULL;
 		return;
 	}
-	vcram_free(vc);
+	mutex_unlock(&vc->lock);
+	get_device(&vdev->dev);
+	vcram_mem_orphan(vc);
+	dev_info(&vdev->dev,
+		 "device gone: node %d paused, freed pages are zeroed by the CPU, its memory goes when its last page is free\n",
+		 vc->nid);
 	vdev->priv = NULL;
 }
 
@@ -539,8 +569,8 @@ static struct virtio_driver vcram_driver = {
 	.probe = vcram_probe,
 	.remove = vcram_remove,
 #ifdef CONFIG_PM_SLEEP
-	.freeze = vcram_quiesce,
-	.restore = vcram_reinit,
+	.freeze = vcram_freeze,
+	.restore = vcram_restore,
 #endif
 	.reset_prepare = vcram_quiesce,
 	.reset_done = vcram_reinit,

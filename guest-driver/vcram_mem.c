@@ -191,8 +191,8 @@ void vcram_mem_orphan(struct vcram *vc)
 	if (!node_private_paused(vc->nid))
 		vcram_pause(vc, "device gone");
 	mutex_unlock(&vc->lock);
-	/* In case the last page was freed meanwhile. */
-	queue_delayed_work(vcram_orphan_wq, &vc->reap_work, HZ / 2);
+	/* At once: no page may be in use at all. */
+	queue_delayed_work(vcram_orphan_wq, &vc->reap_work, 0);
 }
 
 static void vcram_put_mtype(struct vcram *vc)

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * vcram device protocol, version 1.3 (device/PROTOCOL.md).
+ * vcram device protocol, version 1.4 (device/PROTOCOL.md).
  *
  * All fields are little-endian.  The driver never trusts what the device
  * wrote: responses and events are copied out and checked before use.
@@ -25,7 +25,9 @@
 #define VCRAM_REQ_DISCARD	1
 #define VCRAM_REQ_COMMIT	2
 #define VCRAM_REQ_RESET		3	/* since 1.2: the whole window, no ranges */
-#define VCRAM_REQ_NOMINATE	4	/* since 1.3: the costliest pages, no ranges */
+#define VCRAM_REQ_NOMINATE	4	/* since 1.3: the costliest pages, no ranges;
+					 * since 1.4 with an optional page limit
+					 */
 
 /* NOMINATE: entries after the response, and their classes (worst first) */
 #define VCRAM_MAX_NOMINATIONS		1024
@@ -103,6 +105,12 @@ struct vcram_resp {
 	__le64 pages_overflowed;
 };
 
+/* NOMINATE page limit (since 1.4), device-readable, after the header */
+struct vcram_nominate_args {
+	__le32 max_pages;
+	__le32 reserved;
+};
+
 /* NOMINATE answer entry, device-writable, after the response */
 struct vcram_nomination {
 	__le64 addr;
@@ -141,6 +149,7 @@ static inline void vcram_proto_check_layout(void)
 	BUILD_BUG_ON(sizeof(struct vcram_resp) != 24);
 	BUILD_BUG_ON(offsetof(struct vcram_resp, pages_done) != 8);
 	BUILD_BUG_ON(offsetof(struct vcram_resp, pages_overflowed) != 16);
+	BUILD_BUG_ON(sizeof(struct vcram_nominate_args) != 8);
 	BUILD_BUG_ON(sizeof(struct vcram_nomination) != 16);
 	BUILD_BUG_ON(offsetof(struct vcram_nomination, class) != 12);
 	BUILD_BUG_ON(sizeof(struct vcram_event) != 48);

@@ -29,6 +29,7 @@ struct vcram_req {
 	unsigned int nr_ranges;
 	u64 next_addr;			/* end of the last range */
 	u32 type;
+	unsigned int extra;		/* readable bytes after hdr, not ranges */
 	struct vcram_nominate *nom;	/* NOMINATE: where the answer goes */
 	struct vcram_resp resp;		/* device-writable */
 	struct vcram_req_header hdr;	/* device-readable, with ranges[] */
@@ -77,6 +78,7 @@ static struct vcram_req *vcram_req_alloc(u32 type, unsigned int max_ranges,
 	req->nr_ranges = 0;
 	req->next_addr = 0;
 	req->type = type;
+	req->extra = 0;
 	req->nom = NULL;
 	return req;
 }
@@ -143,7 +145,7 @@ static void vcram_req_submit(struct vcram *vc, struct vcram_req *req)
 	/* A sequence number: kernel pointers are not the device's business. */
 	req->hdr.tag = cpu_to_le64(atomic64_inc_return(&vc->req_seq));
 	memset(&req->resp, 0, sizeof(req->resp));
-	sg_init_one(&out, &req->hdr, sizeof(req->hdr) +
+	sg_init_one(&out, &req->hdr, sizeof(req->hdr) + req->extra +
 		    req->nr_ranges * sizeof(struct vcram_range));
 	if (req->nom)
 		sg_init_one(&in, &req->nom->resp, sizeof(req->nom->resp) +
@@ -477,19 +479,32 @@ void vcram_nominate_put(struct vcram_nominate *nom)
 }
 
 /*
- * Ask the device for up to nom->max nominations (protocol 1.3) and wait up
- * to @timeout for the answer.  Returns 0 with nom->len set (0: not
- * answered), -ETIMEDOUT, or -ENOMEM.  The caller keeps its reference on
- * @nom either way; the request holds its own until it completes.
+ * Ask the device for up to nom->max nominations (protocol 1.3), naming at
+ * most nom->max_pages pages if that is not 0 (the page limit of 1.4, sent
+ * only to a device of 1.4 or later), and wait up to @timeout for the
+ * answer.  Returns 0 with nom->len set (0: not answered), -ETIMEDOUT, or
+ * -ENOMEM.  The caller keeps its reference on @nom either way; the request
+ * holds its own until it completes.
  */
 int vcram_req_nominate(struct vcram *vc, struct vcram_nominate *nom,
 		       unsigned long timeout)
 {
+	struct vcram_nominate_args *args;
 	struct vcram_req *req;
 
-	req = vcram_req_alloc(VCRAM_REQ_NOMINATE, 0, GFP_KERNEL);
+	/* The page limit goes where the first range would. */
+	BUILD_BUG_ON(sizeof(*args) > sizeof(struct vcram_range));
+	req = vcram_req_alloc(VCRAM_REQ_NOMINATE, 1, GFP_KERNEL);
 	if (!req)
 		return -ENOMEM;
+	if (nom->max_pages && vc->version_minor >= 4) {
+		args = (struct vcram_nominate_args *)req->ranges;
+		args->max_pages = cpu_to_le32(nom->max_pages);
+		args->reserved = 0;
+		req->extra = sizeof(*args);
+	} else {
+		nom->max_pages = 0;
+	}
 	nom->len = 0;
 	kref_get(&nom->ref);
 	req->nom = nom;

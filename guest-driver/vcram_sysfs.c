@@ -96,6 +96,9 @@ VCRAM_STAT_ATTR(relief_pages_moved, VCRAM_STAT_RELIEF_MOVED);
 VCRAM_STAT_ATTR(relief_busy, VCRAM_STAT_RELIEF_BUSY);
 VCRAM_STAT_ATTR(relief_failed, VCRAM_STAT_RELIEF_FAILED);
 VCRAM_STAT_ATTR(relief_gave_up, VCRAM_STAT_RELIEF_GAVE_UP);
+VCRAM_STAT_ATTR(relief_retries, VCRAM_STAT_RELIEF_RETRIES);
+VCRAM_STAT_ATTR(pm_freezes, VCRAM_STAT_PM_FREEZES);
+VCRAM_STAT_ATTR(pm_restores, VCRAM_STAT_PM_RESTORES);
 
 static ssize_t relief_active_show(struct device *dev,
 				  struct device_attribute *attr, char *buf)
@@ -251,6 +254,9 @@ static struct attribute *vcram_attrs[] = {
 	&dev_attr_relief_busy.attr,
 	&dev_attr_relief_failed.attr,
 	&dev_attr_relief_gave_up.attr,
+	&dev_attr_relief_retries.attr,
+	&dev_attr_pm_freezes.attr,
+	&dev_attr_pm_restores.attr,
 	&dev_attr_relief_active.attr,
 	&dev_attr_relief_last_ms.attr,
 	&dev_attr_pages_pending.attr,

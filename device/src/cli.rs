@@ -215,6 +215,7 @@ pub struct Cli {
     /// Inject a fault, for tests of the guest driver (repeatable): drop-requests-after=N (answer
     /// N requests per connection, then take requests off the queue without carrying them out
     /// or answering), window-delay-ms=N (report the window N ms after finding it),
+    /// nominate-empty=N (answer the first N NOMINATE requests with no entry),
     /// early-events (queue 2 valid and 3 malformed events before the window is reported).
     #[arg(long = "fault", value_name = "FAULT", value_parser = crate::fault::parse_fault)]
     pub faults: Vec<crate::fault::Fault>,
@@ -404,6 +405,8 @@ mod tests {
             "--fault",
             "window-delay-ms=1500",
             "--fault",
+            "nominate-empty=60",
+            "--fault",
             "early-events",
         ])
         .unwrap();
@@ -412,6 +415,7 @@ mod tests {
             FaultPlan {
                 drop_requests_after: Some(1),
                 window_delay_ms: Some(1500),
+                nominate_empty: Some(60),
                 early_events: true,
             }
         );

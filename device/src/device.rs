@@ -350,7 +350,13 @@ impl Device {
                     &self.nominate,
                     st,
                     map.base,
-                    req.max_nominations,
+                    // fault nominate-empty: nothing named (counted as an answer)
+                    if self.fault.empty_nomination() {
+                        0
+                    } else {
+                        req.max_nominations
+                    },
+                    req.max_pages,
                     st.counters().overflow_pages,
                 ),
                 _ => VcramResp::new(VCRAM_S_NO_WINDOW, VCRAM_NO_RANGE, 0, 0)

@@ -5,6 +5,7 @@
 //! | --- | --- |
 //! | `drop-requests-after=N` | answers the first N requests of each frontend connection, then takes every further request off the requestq and neither carries it out nor answers it (a device that stopped answering; 0: from the first) |
 //! | `window-delay-ms=N` | reports the window (config `status` WINDOW_OK, `window_base`, `window_size`) only N ms after it found it |
+//! | `nominate-empty=N` | answers the first N NOMINATE requests of each frontend connection with no entry (nothing worth moving), as a device whose costly pages are all busy would; the later ones as usual |
 //! | `early-events` | queues five events as soon as it finds the window, before it reports it: OVERFLOW of the window's first page (valid), three malformed ones (unknown type 99, PRESSURE level 7, OVERFLOW one page past the window) and PRESSURE NORMAL (valid) |
 //!
 //! Everything here is per frontend connection (one [`FaultState`] per device instance).
@@ -18,13 +19,15 @@ use log::warn;
 use crate::protocol::{VcramEvent, VCRAM_EVT_OVERFLOW, VCRAM_EVT_PRESSURE};
 
 /// The names `--fault` accepts, for messages.
-pub const FAULT_NAMES: &str = "drop-requests-after=N, window-delay-ms=N, early-events";
+pub const FAULT_NAMES: &str =
+    "drop-requests-after=N, window-delay-ms=N, nominate-empty=N, early-events";
 
 /// One `--fault` value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
     DropRequestsAfter(u64),
     WindowDelayMs(u64),
+    NominateEmpty(u64),
     EarlyEvents,
 }
 
@@ -67,6 +70,7 @@ pub fn parse_fault(s: &str) -> Result<Fault, FaultError> {
     match name {
         "drop-requests-after" => Ok(Fault::DropRequestsAfter(value("drop-requests-after", v)?)),
         "window-delay-ms" => Ok(Fault::WindowDelayMs(value("window-delay-ms", v)?)),
+        "nominate-empty" => Ok(Fault::NominateEmpty(value("nominate-empty", v)?)),
         "early-events" => match v {
             None => Ok(Fault::EarlyEvents),
             Some(_) => Err(FaultError::UnexpectedValue("early-events")),
@@ -80,6 +84,7 @@ pub fn parse_fault(s: &str) -> Result<Fault, FaultError> {
 pub struct FaultPlan {
     pub drop_requests_after: Option<u64>,
     pub window_delay_ms: Option<u64>,
+    pub nominate_empty: Option<u64>,
     pub early_events: bool,
 }
 
@@ -97,6 +102,11 @@ impl FaultPlan {
                 Fault::WindowDelayMs(n) => {
                     if p.window_delay_ms.replace(n).is_some() {
                         return Err(FaultError::Duplicate("window-delay-ms"));
+                    }
+                }
+                Fault::NominateEmpty(n) => {
+                    if p.nominate_empty.replace(n).is_some() {
+                        return Err(FaultError::Duplicate("nominate-empty"));
                     }
                 }
                 Fault::EarlyEvents => {
@@ -121,6 +131,9 @@ pub struct FaultState {
     requests: AtomicU64,
     /// Requests taken off the queue and never answered.
     pub dropped: AtomicU64,
+    nominations: AtomicU64,
+    /// NOMINATE requests answered empty by `nominate-empty`.
+    pub emptied: AtomicU64,
     window_found: Mutex<Option<Instant>>,
 }
 
@@ -144,6 +157,20 @@ impl FaultState {
         }
         if self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
             warn!("fault drop-requests-after={after}: request {} and every later one is dropped unanswered", n + 1);
+        }
+        true
+    }
+
+    /// A NOMINATE is to be answered: true if `nominate-empty` makes it an empty answer.
+    pub fn empty_nomination(&self) -> bool {
+        let Some(n) = self.plan.nominate_empty else {
+            return false;
+        };
+        if self.nominations.fetch_add(1, Ordering::Relaxed) >= n {
+            return false;
+        }
+        if self.emptied.fetch_add(1, Ordering::Relaxed) == 0 {
+            warn!("fault nominate-empty={n}: the first {n} NOMINATE requests are answered with no entry");
         }
         true
     }
@@ -241,6 +268,29 @@ mod tests {
         assert_eq!(f.dropped.load(Ordering::Relaxed), 3);
         let none = FaultState::new(FaultPlan::default());
         assert!((0..100).all(|_| !none.drop_request()));
+    }
+
+    #[test]
+    fn empties_the_first_n_nominations() {
+        assert_eq!(parse_fault("nominate-empty=2"), Ok(Fault::NominateEmpty(2)));
+        assert_eq!(
+            parse_fault("nominate-empty"),
+            Err(FaultError::MissingValue("nominate-empty"))
+        );
+        assert!(matches!(
+            parse_fault("nominate-empty=x"),
+            Err(FaultError::BadNumber { .. })
+        ));
+        assert_eq!(
+            FaultPlan::new(&[Fault::NominateEmpty(1), Fault::NominateEmpty(1)]),
+            Err(FaultError::Duplicate("nominate-empty"))
+        );
+        let f = FaultState::new(FaultPlan::new(&[Fault::NominateEmpty(2)]).unwrap());
+        let e: Vec<bool> = (0..4).map(|_| f.empty_nomination()).collect();
+        assert_eq!(e, [true, true, false, false]);
+        assert_eq!(f.emptied.load(Ordering::Relaxed), 2);
+        let none = FaultState::new(FaultPlan::default());
+        assert!((0..10).all(|_| !none.empty_nomination()));
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub const COUNTERS: &[&str] = &[
     "commit_pages",
     "reset_requests",
     "nominate_requests",
+    "nominate_limited",
     "nominated_entries",
     "nominated_pages",
     "store_ops",

@@ -12,7 +12,7 @@ pub const VCRAM_MAGIC: u32 = 0x4d52_4356;
 /// Protocol major version. Incompatible changes bump it.
 pub const VCRAM_VERSION_MAJOR: u16 = 1;
 /// Protocol minor version. Compatible additions bump it.
-pub const VCRAM_VERSION_MINOR: u16 = 3;
+pub const VCRAM_VERSION_MINOR: u16 = 4;
 
 /// The device page size (bytes). Everything is counted in these pages.
 pub const VCRAM_PAGE_SIZE: u64 = 4096;
@@ -36,6 +36,9 @@ pub const VCRAM_REQ_RESET: u32 = 3;
 /// Since 1.3: name the pages that cost the device most (`nr_ranges` 0; the writable part after
 /// the response holds up to `VCRAM_MAX_NOMINATIONS` `VcramNomination` entries).
 pub const VCRAM_REQ_NOMINATE: u32 = 4;
+/// Since 1.4: the NOMINATE header may be followed by this 8-byte block (`VcramNominateArgs`):
+/// the most pages the answer may name.
+pub const VCRAM_NOMINATE_ARGS_SIZE: usize = 8;
 /// Most entries one NOMINATE answer carries.
 pub const VCRAM_MAX_NOMINATIONS: usize = 1024;
 /// Longest run of pages in one nomination entry.
@@ -225,6 +228,19 @@ pub struct VcramNomination {
 }
 // SAFETY: plain old data without padding.
 unsafe impl ByteValued for VcramNomination {}
+
+/// NOMINATE's optional argument block (since 1.4, 8 bytes, device-readable, right after the
+/// header): the driver's page budget for this answer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VcramNominateArgs {
+    /// Most pages the answer may name (sum of the entries' `npages`), >= 1.
+    pub max_pages: Le32,
+    /// Must be 0.
+    pub reserved: Le32,
+}
+// SAFETY: plain old data without padding.
+unsafe impl ByteValued for VcramNominateArgs {}
 
 /// Event record written into an eventq buffer.
 #[repr(C)]

@@ -56,6 +56,8 @@ pub enum Reject {
     NoWindow,
     /// NOMINATE: no room for one entry after the response (fewer than 24 + 16 writable bytes).
     NominateNoRoom,
+    /// NOMINATE (1.4): a page limit of 0, or its reserved field set.
+    NominateBadLimit,
 }
 
 impl Reject {
@@ -70,7 +72,8 @@ impl Reject {
             | Reject::BadRangeCount
             | Reject::BadAddress
             | Reject::ReservedSet
-            | Reject::NominateNoRoom => VCRAM_S_BAD_REQUEST,
+            | Reject::NominateNoRoom
+            | Reject::NominateBadLimit => VCRAM_S_BAD_REQUEST,
             Reject::Unsupported => VCRAM_S_UNSUPPORTED,
             Reject::OutOfRange => VCRAM_S_OUT_OF_RANGE,
             Reject::Overlap => VCRAM_S_OVERLAP,
@@ -94,10 +97,11 @@ impl Reject {
             Reject::Overlap => "overlap",
             Reject::NoWindow => "no_window",
             Reject::NominateNoRoom => "nominate_no_room",
+            Reject::NominateBadLimit => "nominate_bad_limit",
         }
     }
 
-    pub const ALL: [Reject; 14] = [
+    pub const ALL: [Reject; 15] = [
         Reject::BrokenChain,
         Reject::ChainTooLong,
         Reject::WrongDirection,
@@ -112,6 +116,7 @@ impl Reject {
         Reject::Overlap,
         Reject::NoWindow,
         Reject::NominateNoRoom,
+        Reject::NominateBadLimit,
     ];
 
     pub fn index(self) -> usize {
@@ -159,6 +164,8 @@ pub struct Request {
     pub ranges: Vec<(u64, u64)>,
     /// NOMINATE: entries that fit after the response (1 ..= `VCRAM_MAX_NOMINATIONS`); else 0.
     pub max_nominations: usize,
+    /// NOMINATE (since 1.4): the most pages the answer may name; None: no limit (1.3).
+    pub max_pages: Option<u32>,
 }
 
 impl Request {
@@ -302,7 +309,10 @@ pub fn parse(
     let kind = check_type(u32::from(hdr.req_type))?;
     let nr = u32::from(hdr.nr_ranges);
     check_range_count(kind, nr)?;
-    if readable != VCRAM_REQ_HEADER_SIZE as u64 + u64::from(nr) * VCRAM_RANGE_SIZE as u64 {
+    let expected = VCRAM_REQ_HEADER_SIZE as u64 + u64::from(nr) * VCRAM_RANGE_SIZE as u64;
+    let with_args = kind == Kind::Nominate
+        && readable == VCRAM_REQ_HEADER_SIZE as u64 + VCRAM_NOMINATE_ARGS_SIZE as u64;
+    if readable != expected && !with_args {
         return Err(Refusal::new(Reject::LengthMismatch));
     }
     let max_nominations = if kind == Kind::Nominate {
@@ -317,10 +327,28 @@ pub fn parse(
     } else {
         0
     };
+    let max_pages = if with_args {
+        let args = buf
+            .get(VCRAM_REQ_HEADER_SIZE..)
+            .and_then(VcramNominateArgs::from_slice)
+            .copied()
+            .ok_or(Refusal::new(Reject::LengthMismatch))?;
+        let max = u32::from(args.max_pages);
+        if max == 0 || u32::from(args.reserved) != 0 {
+            return Err(Refusal::new(Reject::NominateBadLimit));
+        }
+        Some(max)
+    } else {
+        None
+    };
     let Some(w) = window else {
         return Err(Refusal::new(Reject::NoWindow));
     };
-    let table = buf.get(VCRAM_REQ_HEADER_SIZE..).unwrap_or(&[]);
+    let table = if with_args {
+        &[][..]
+    } else {
+        buf.get(VCRAM_REQ_HEADER_SIZE..).unwrap_or(&[])
+    };
     let mut ranges = Vec::with_capacity(nr as usize);
     for (i, raw) in table.chunks_exact(VCRAM_RANGE_SIZE).enumerate() {
         let r = VcramRange::from_slice(raw)
@@ -355,6 +383,7 @@ pub fn parse(
         kind,
         ranges,
         max_nominations,
+        max_pages,
     })
 }
 

@@ -86,6 +86,8 @@ pub struct Snapshot {
     pub commit_pages: u64,
     /// NOMINATE requests answered (protocol 1.3), entries and pages named in the answers.
     pub nominate_requests: u64,
+    /// Of those, requests with a page limit (protocol 1.4).
+    pub nominate_limited: u64,
     pub nominated_entries: u64,
     pub nominated_pages: u64,
     pub scans: u64,
@@ -176,6 +178,7 @@ impl Snapshot {
 
     pub fn set_nominate(&mut self, n: &crate::nominate::NominateState) {
         self.nominate_requests = get(&n.requests);
+        self.nominate_limited = get(&n.limited);
         self.nominated_entries = get(&n.entries);
         self.nominated_pages = get(&n.pages);
     }
@@ -360,8 +363,8 @@ pub fn render_table(s: &Snapshot) -> String {
     row(
         "nominations",
         format!(
-            "{} requests, {} runs, {} pages named",
-            s.nominate_requests, s.nominated_entries, s.nominated_pages
+            "{} requests ({} with a page limit), {} runs, {} pages named",
+            s.nominate_requests, s.nominate_limited, s.nominated_entries, s.nominated_pages
         ),
     );
     row(

@@ -7,44 +7,15 @@
 # one page past the window) and PRESSURE NORMAL (valid) as soon as it
 # finds the window, and reports the window 1.5 s later.
 
-KTAP_LIB=/usr/share/vcram/ktap.sh
-[ -r $KTAP_LIB ] || { echo "KTAP version 1"; echo "Bail out! $KTAP_LIB missing (rebuild the initramfs)"; exit 1; }
-# shellcheck source=tests/guest/lib/ktap.sh
-. $KTAP_LIB
-
-KO=${VCRAM_KO:-/lib/modules/vcram/vcram.ko}
-NODE=${VCRAM_NODE:-1}
-
-stat() {
-	cat "$VDIR/$1" 2>/dev/null || echo -1
-}
-
-# Little-endian bytes as printf octal escapes: le <bytes> <value>
-le() {
-	i=0
-	v=$2
-	while [ "$i" -lt "$1" ]; do
-		printf '\\%03o' $((v & 255))
-		v=$((v >> 8))
-		i=$((i + 1))
-	done
-}
-
-# A 48-byte event record: ev <type> <level> <seq> <addr> <npages> <lost>
-ev() {
-	# shellcheck disable=SC2059
-	printf "$(le 4 "$1")$(le 4 "$2")$(le 8 "$3")$(le 8 0)$(le 8 "$4")$(le 4 "$5")$(le 4 "$6")$(le 8 0)"
-}
+VCRAM_LIB=/usr/share/vcram/vcram.sh
+[ -r $VCRAM_LIB ] || { echo "KTAP version 1"; echo "Bail out! $VCRAM_LIB missing (rebuild the initramfs)"; exit 1; }
+# shellcheck source=tests/guest/lib/vcram.sh
+. $VCRAM_LIB
 
 ktap_plan 6
 
 # 1
-insmod "$KO"
-VDEV=
-for d in /sys/bus/virtio/drivers/vcram/virtio*; do
-	[ -e "$d" ] && VDEV=$d
-done
-VDIR=$VDEV/vcram
+vcram_bind
 check "bound after the window came 1.5 s late, node $NODE private" \
 	test -n "$VDEV" -a "$(cat /sys/devices/system/node/has_private_memory)" = "$NODE"
 
@@ -60,7 +31,6 @@ check "the three malformed early events counted as malformed, no more" \
 	test "$(stat events_malformed)" -eq 3
 
 # 4
-DBG=/sys/kernel/debug/vcram/$(basename "$VDEV")
 base=$(stat window_base)
 sed 's/^/# overflows: /' "$DBG/overflows"
 check "the early OVERFLOW names the window's first page" \
@@ -79,5 +49,5 @@ check "2 events the device reports lost count as lost, not also as missed" \
 echo 0 > /sys/module/vcram/parameters/pause_level 2>/dev/null
 prc=$?
 check "pause_level=0 refused" test "$prc" -ne 0 -a "$(cat /sys/module/vcram/parameters/pause_level)" != 0
-dmesg | grep vcram | sed 's/^/# /' | tail -12
+vcram_log
 ktap_done

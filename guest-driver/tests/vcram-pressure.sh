@@ -11,27 +11,17 @@
 # clears and placement resumes.  Then, with pausing off, a writer past the
 # capacity gets OVERFLOW events reported.
 
-KTAP_LIB=/usr/share/vcram/ktap.sh
-[ -r $KTAP_LIB ] || { echo "KTAP version 1"; echo "Bail out! $KTAP_LIB missing (rebuild the initramfs)"; exit 1; }
-# shellcheck source=tests/guest/lib/ktap.sh
-. $KTAP_LIB
-
-KO=${VCRAM_KO:-/lib/modules/vcram/vcram.ko}
-NODE=${VCRAM_NODE:-1}
-
-stat() {
-	cat "$VDIR/$1" 2>/dev/null || echo -1
-}
+VCRAM_LIB=/usr/share/vcram/vcram.sh
+[ -r $VCRAM_LIB ] || { echo "KTAP version 1"; echo "Bail out! $VCRAM_LIB missing (rebuild the initramfs)"; exit 1; }
+# shellcheck source=tests/guest/lib/vcram.sh
+. $VCRAM_LIB
 
 show() {
 	echo "# level $(stat pressure_level) paused $(stat paused) pauses $(stat pauses) physical_used $(stat physical_used)/$(stat physical_capacity) stored $(stat stored_pages) raw $(stat raw_pages) overflow $(stat overflow_pages) ev_pressure $(stat events_pressure) ev_overflow $(stat events_overflow) pending $(stat pages_pending)"
 }
 
 ktap_plan 8
-insmod "$KO"
-for d in /sys/bus/virtio/drivers/vcram/virtio*; do
-	[ -e "$d" ] && VDIR=$d/vcram
-done
+vcram_bind
 check "vcram bound" test -d "$VDIR"
 idle=$(stat physical_used)
 show
@@ -53,7 +43,6 @@ check "writer stopped by SIGBUS on its next page (status $wrc)" test "$wrc" -eq 
 check "no OOM kill" sh -c '! dmesg | grep -q -E "invoked oom-killer|Killed process"'
 # Overflow: with pausing and relief off (pause_level=3, relief_rate=0), write
 # past the capacity: the pages stay on the node, reported as OVERFLOW.
-unpaused() { [ "$(stat paused)" = 0 ]; }
 wait_for 15 unpaused
 P=/sys/module/vcram/parameters/pause_level
 R=/sys/module/vcram/parameters/relief_rate
@@ -65,7 +54,6 @@ vcram-membind "$NODE" "$big" 4 random >/dev/null 2>&1
 orc=$?
 echo "$old_p" > "$P"
 echo "$old_r" > "$R"
-DBG=/sys/kernel/debug/vcram/$(basename "$(readlink -f "$VDIR/..")")
 echo "# writer without pausing: status $orc; recent overflows (seq addr pages): $(wc -l < "$DBG/overflows" 2>/dev/null)"
 head -n 3 "$DBG/overflows" 2>/dev/null | sed 's/^/#   /'
 show
@@ -91,5 +79,5 @@ echo 0 > "$VDIR/online"
 r1=$?
 rmmod vcram
 check "remove and unload" test "$r1" -eq 0 -a $? -eq 0
-dmesg | grep -E "vcram|Killed process" | sed 's/^/# /' | tail -25
+vcram_log 25
 ktap_done

@@ -14,37 +14,21 @@
 # VCRAM_RELIEF_RATE (default: the module's) sets the relief_rate parameter
 # (pages per second; 0: no relief).
 
-KTAP_LIB=/usr/share/vcram/ktap.sh
-[ -r $KTAP_LIB ] || { echo "KTAP version 1"; echo "Bail out! $KTAP_LIB missing (rebuild the initramfs)"; exit 1; }
-# shellcheck source=tests/guest/lib/ktap.sh
-. $KTAP_LIB
-
-KO=${VCRAM_KO:-/lib/modules/vcram/vcram.ko}
-NODE=${VCRAM_NODE:-1}
-
-stat() {
-	cat "$VDIR/$1" 2>/dev/null || echo -1
-}
+VCRAM_LIB=/usr/share/vcram/vcram.sh
+[ -r $VCRAM_LIB ] || { echo "KTAP version 1"; echo "Bail out! $VCRAM_LIB missing (rebuild the initramfs)"; exit 1; }
+# shellcheck source=tests/guest/lib/vcram.sh
+. $VCRAM_LIB
 
 show() {
 	echo "# level $(stat device_pressure_level) paused $(stat paused) used $(($(stat physical_used) >> 20))/$(($(stat physical_capacity) >> 20)) MiB raw $(stat raw_pages) overflow $(stat overflow_pages) relief: runs $(stat relief_runs) nominations $(stat relief_nominate_requests)/$(stat relief_nominated_pages) moved $(stat relief_pages_moved) busy $(stat relief_busy) failed $(stat relief_failed) last_ms $(stat relief_last_ms) migrate_out $(stat migrate_out)"
 }
 
-# physical use below the low watermark
-below_low() {
-	[ "$(stat physical_used)" -ge 0 ] &&
-		[ $(($(stat physical_used) * 100)) -lt $(($(stat physical_capacity) * $(stat low_watermark))) ]
-}
-
 ktap_plan 9
 if [ -n "$VCRAM_RELIEF_RATE" ]; then
-	insmod "$KO" relief_rate="$VCRAM_RELIEF_RATE"
+	vcram_bind relief_rate="$VCRAM_RELIEF_RATE"
 else
-	insmod "$KO"
+	vcram_bind
 fi
-for d in /sys/bus/virtio/drivers/vcram/virtio*; do
-	[ -e "$d" ] && VDIR=$d/vcram
-done
 check "vcram bound" test -d "$VDIR"
 echo "# relief_rate $(cat /sys/module/vcram/parameters/relief_rate 2>/dev/null || echo none) pause_level $(cat /sys/module/vcram/parameters/pause_level)"
 show
@@ -103,7 +87,6 @@ check "relief counted: nominations asked for, pages moved" \
 	test "$(stat relief_nominate_requests)" -ge 1 -a "$(stat relief_pages_moved)" -ge 1
 
 # Placement resumes at NORMAL: a new task bound to {1} faults in fine.
-unpaused() { [ "$(stat paused)" = 0 ]; }
 wait_for 30 unpaused
 vcram-membind "$NODE" 8 0 random >/tmp/late.out 2>&1
 lrc=$?
@@ -114,5 +97,5 @@ check "after the relief, a new task bound to {1} is placed on the node (status $
 show
 echo 0 > "$VDIR/online"
 rmmod vcram
-dmesg | grep -E "vcram|Killed process" | sed 's/^/# /' | tail -20
+vcram_log 20
 ktap_done

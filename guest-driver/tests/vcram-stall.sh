@@ -9,33 +9,12 @@
 # CPU), the orphaned node must take no new memory, and once its last user
 # is gone its memory must go away: no page lost, none leaked.
 
-KTAP_LIB=/usr/share/vcram/ktap.sh
-[ -r $KTAP_LIB ] || { echo "KTAP version 1"; echo "Bail out! $KTAP_LIB missing (rebuild the initramfs)"; exit 1; }
-# shellcheck source=tests/guest/lib/ktap.sh
-. $KTAP_LIB
-
-KO=${VCRAM_KO:-/lib/modules/vcram/vcram.ko}
-NODE=${VCRAM_NODE:-1}
-
-private() {
-	cat /sys/devices/system/node/has_private_memory 2>/dev/null
-}
-
-stat() {
-	cat "$VDIR/$1" 2>/dev/null || echo -1
-}
+VCRAM_LIB=/usr/share/vcram/vcram.sh
+[ -r $VCRAM_LIB ] || { echo "KTAP version 1"; echo "Bail out! $VCRAM_LIB missing (rebuild the initramfs)"; exit 1; }
+# shellcheck source=tests/guest/lib/vcram.sh
+. $VCRAM_LIB
 
 ktap_plan 11
-
-bind() {
-	insmod "$KO"
-	VDEV=
-	for d in /sys/bus/virtio/drivers/vcram/virtio*; do
-		[ -e "$d" ] && VDEV=$d
-	done
-	VDIR=$VDEV/vcram
-	PCI=$(readlink -f "$VDEV/..")
-}
 
 # unanswered MIB: free MIB on the node, wait until the device holds their
 # DISCARDs without answering
@@ -47,29 +26,17 @@ unanswered() {
 	held "$1"
 }
 
-# remove_pci: remove the PCI device in the background, wait up to 15 s
-remove_pci() {
-	rm -f /tmp/removed
-	t0=$(date +%s)
-	(echo 1 > "$PCI/remove"; echo done > /tmp/removed) &
-	removed() { [ -e /tmp/removed ]; }
-	wait_for 15 removed
-	echo "# removal took $(($(date +%s) - t0)) s (limit 15)"
-	removed
-}
-
-gone() { [ -z "$(private)" ]; }
-
 # --- the device stops answering, no page in use, only kept ones ---
-bind
+vcram_bind
 # 1
 check "bound, node $NODE private" test -n "$VDEV" -a "$(private)" = "$NODE"
 # 2
 check "DISCARDs of 16 MiB freed stay unanswered" unanswered 16
 # 3: offlining waits for every kept folio: they must come back without
 # the device
-check "device removal with only unanswered DISCARDs completes within 15 s" remove_pci
+check "device removal with only unanswered DISCARDs completes within 15 s" vcram_remove_pci
 # 4: the memory could only go if every page came back
+wait_for 15 gone
 check "node $NODE's memory went with the device (no page kept)" gone
 # 5
 rmmod vcram 2>/dev/null
@@ -78,7 +45,7 @@ check "module unloads" test $? -eq 0
 # --- again, with pages in use ---
 echo 1 > /sys/bus/pci/rescan
 sleep 1
-bind
+vcram_bind
 # 6: the device answers nothing now, not even the probe's RESET
 check "device back after rescan, node $NODE private again" test "$(private)" = "$NODE"
 vcram-membind "$NODE" 8 25 text >/tmp/h.out 2>&1 &
@@ -86,27 +53,15 @@ holder=$!
 sleep 3
 unanswered 4 >/dev/null
 # 7
-check "device removal with pages in use and unanswered DISCARDs completes within 15 s" remove_pci
+check "device removal with pages in use and unanswered DISCARDs completes within 15 s" vcram_remove_pci
 # 8
 rmmod vcram 2>/dev/null
 rrc=$?
 check "pages in use: node $NODE stays, module stays" \
 	test "$(private)" = "$NODE" -a "$rrc" -ne 0
-# 9: nothing new lands on a node with no device behind it
-vcram-membind "$NODE" 4 0 zero >/tmp/new.out 2>&1
-nrc=$?
-sed 's/^/# new: /' /tmp/new.out | tail -2
-check "orphaned node takes no new memory" test "$nrc" -ne 0
-# 10
-wait "$holder"
-hrc=$?
-sed 's/^/# holder: /' /tmp/h.out | tail -2
-check "holder's data intact" test "$hrc" -eq 0
-# 11: once the last page is free, the memory goes: nothing leaked
-wait_for 15 gone
-rmmod vcram 2>/dev/null
-mrc=$?
-check "memory removed once its last page is free, module unloads" \
-	test "$mrc" -eq 0 -a -z "$(private)"
-dmesg | grep vcram | sed 's/^/# /' | tail -16
+# 9-11: nothing new lands on a node with no device behind it, the
+# holder's data is intact, and once the last page is free the memory goes:
+# nothing leaked
+vcram_orphan_checks "$holder" /tmp/h.out
+vcram_log 16
 ktap_done

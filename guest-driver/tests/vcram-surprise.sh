@@ -2,37 +2,19 @@
 # SPDX-License-Identifier: GPL-2.0
 # In-guest test, KTAP: a surprise removal with pages in use and DISCARDs in
 # flight.  virtio-pci breaks the device's queues (virtio_break_device())
-# when the device is gone before it removes it; the guest kernel has no PCI
-# hotplug, so debugfs vcram/virtioN/break does that step and a sysfs PCI
-# removal follows.  Needs vcram-device --fault drop-requests-after=1, so
+# when the device is gone before it removes it; QEMU's ACPI hotplug only
+# does orderly removals (vcram-devdel.sh), so debugfs vcram/virtioN/break
+# does that step and a sysfs PCI removal follows.  Needs vcram-device --fault drop-requests-after=1, so
 # that DISCARDs are in flight when the queues break.
 
-KTAP_LIB=/usr/share/vcram/ktap.sh
-[ -r $KTAP_LIB ] || { echo "KTAP version 1"; echo "Bail out! $KTAP_LIB missing (rebuild the initramfs)"; exit 1; }
-# shellcheck source=tests/guest/lib/ktap.sh
-. $KTAP_LIB
-
-KO=${VCRAM_KO:-/lib/modules/vcram/vcram.ko}
-NODE=${VCRAM_NODE:-1}
-
-private() {
-	cat /sys/devices/system/node/has_private_memory 2>/dev/null
-}
-
-stat() {
-	cat "$VDIR/$1" 2>/dev/null || echo -1
-}
+VCRAM_LIB=/usr/share/vcram/vcram.sh
+[ -r $VCRAM_LIB ] || { echo "KTAP version 1"; echo "Bail out! $VCRAM_LIB missing (rebuild the initramfs)"; exit 1; }
+# shellcheck source=tests/guest/lib/vcram.sh
+. $VCRAM_LIB
 
 ktap_plan 7
 
-insmod "$KO"
-VDEV=
-for d in /sys/bus/virtio/drivers/vcram/virtio*; do
-	[ -e "$d" ] && VDEV=$d
-done
-VDIR=$VDEV/vcram
-PCI=$(readlink -f "$VDEV/..")
-DBG=/sys/kernel/debug/vcram/$(basename "$VDEV")
+vcram_bind
 # 1
 check "bound, node $NODE private" test -n "$VDEV" -a "$(private)" = "$NODE"
 
@@ -49,12 +31,7 @@ check "DISCARDs of 16 MiB in flight" held
 # 3: the device is gone: its queues break, then the removal
 echo 1 > "$DBG/break"
 vcram-membind "$NODE" 4 0 text >/dev/null 2>&1
-t0=$(date +%s)
-(echo 1 > "$PCI/remove"; echo done > /tmp/removed) &
-removed() { [ -e /tmp/removed ]; }
-wait_for 15 removed
-echo "# removal took $(($(date +%s) - t0)) s (limit 15)"
-check "surprise removal with pages in use completes within 15 s" removed
+check "surprise removal with pages in use completes within 15 s" vcram_remove_pci
 
 # 4
 vcram-membind "$NODE" 4 0 zero >/dev/null 2>&1
@@ -68,12 +45,11 @@ sed 's/^/# holder: /' /tmp/h.out | tail -2
 check "holder's data intact" test "$hrc" -eq 0
 
 # 6
-gone() { [ -z "$(private)" ]; }
 wait_for 15 gone
 check "memory removed once its last page is free (nothing leaked)" gone
 
 # 7
 rmmod vcram
 check "module unloads" test $? -eq 0
-dmesg | grep vcram | sed 's/^/# /' | tail -12
+vcram_log
 ktap_done

@@ -8,13 +8,10 @@
 #   VCRAM_NODE  expected node (default 1)
 #   VCRAM_MB    size of the test workload in MiB (default 64)
 
-KTAP_LIB=/usr/share/vcram/ktap.sh
-[ -r $KTAP_LIB ] || { echo "KTAP version 1"; echo "Bail out! $KTAP_LIB missing (rebuild the initramfs)"; exit 1; }
-# shellcheck source=tests/guest/lib/ktap.sh
-. $KTAP_LIB
-
-KO=${VCRAM_KO:-/lib/modules/vcram/vcram.ko}
-NODE=${VCRAM_NODE:-1}
+VCRAM_LIB=/usr/share/vcram/vcram.sh
+[ -r $VCRAM_LIB ] || { echo "KTAP version 1"; echo "Bail out! $VCRAM_LIB missing (rebuild the initramfs)"; exit 1; }
+# shellcheck source=tests/guest/lib/vcram.sh
+. $VCRAM_LIB
 MB=${VCRAM_MB:-64}
 
 node_mem_kb() {
@@ -23,37 +20,10 @@ node_mem_kb() {
 		/sys/devices/system/node/node"$NODE"/meminfo
 }
 
-stat() {
-	cat "$VDIR/$1" 2>/dev/null || echo -1
-}
-
-# Little-endian bytes as printf octal escapes: le <bytes> <value>
-le() {
-	i=0
-	v=$2
-	while [ "$i" -lt "$1" ]; do
-		printf '\\%03o' $((v & 255))
-		v=$((v >> 8))
-		i=$((i + 1))
-	done
-}
-
-# A 48-byte event record: ev <type> <level> <seq> <addr> <npages>
-ev() {
-	# the format is the escapes le() built
-	# shellcheck disable=SC2059
-	printf "$(le 4 "$1")$(le 4 "$2")$(le 8 "$3")$(le 8 0)$(le 8 "$4")$(le 4 "$5")$(le 4 0)$(le 8 0)"
-}
-
 ktap_plan 21
 
 # 1: load
-check "insmod vcram.ko" insmod "$KO"
-VDEV=
-for d in /sys/bus/virtio/drivers/vcram/virtio*; do
-	[ -e "$d" ] && VDEV=$d
-done
-VDIR=$VDEV/vcram
+check "insmod vcram.ko" vcram_bind
 # 2: bound
 check "driver bound to a virtio device" test -n "$VDEV" -a -d "$VDIR"
 [ -n "$VDEV" ] && echo "# device $(basename "$VDEV")"
@@ -154,7 +124,6 @@ check "move_pages to node $NODE works and is COMMITted" \
 	test "$rc" -eq 0 -a "$(stat migrate_in)" -gt "$m0" -a "$(stat commit_pages)" -gt "$c0"
 
 # 13: malformed events are counted and dropped
-DBG=/sys/kernel/debug/vcram/$(basename "$VDEV")
 if [ -w "$DBG/inject_event" ]; then
 	bad0=$(stat events_malformed)
 	seq0=$(stat last_event_seq)
@@ -235,12 +204,9 @@ check "remove and rmmod succeed once the pages are free" \
 	test "$r1" -eq 0 -a "$r2" -eq 0
 
 # 18: load again: the node comes back
-insmod "$KO"
+vcram_bind
 sleep 1
-priv=$(cat /sys/devices/system/node/has_private_memory 2>/dev/null)
-for d in /sys/bus/virtio/drivers/vcram/virtio*; do
-	[ -e "$d" ] && VDIR=$d/vcram
-done
+priv=$(private)
 echo 0 > "$VDIR/online"
 # the status of the write to sysfs is the point
 # shellcheck disable=SC2320

@@ -4,18 +4,11 @@
 # KTAP output.  Needs a guest whose node 0 is small enough that writing
 # VCRAM_MB (default 400) MiB there makes reclaim demote (512 MiB guests).
 
-KTAP_LIB=/usr/share/vcram/ktap.sh
-[ -r $KTAP_LIB ] || { echo "KTAP version 1"; echo "Bail out! $KTAP_LIB missing (rebuild the initramfs)"; exit 1; }
-# shellcheck source=tests/guest/lib/ktap.sh
-. $KTAP_LIB
-
-KO=${VCRAM_KO:-/lib/modules/vcram/vcram.ko}
-NODE=${VCRAM_NODE:-1}
+VCRAM_LIB=/usr/share/vcram/vcram.sh
+[ -r $VCRAM_LIB ] || { echo "KTAP version 1"; echo "Bail out! $VCRAM_LIB missing (rebuild the initramfs)"; exit 1; }
+# shellcheck source=tests/guest/lib/vcram.sh
+. $VCRAM_LIB
 MB=${VCRAM_MB:-400}
-
-stat() {
-	cat "$VDIR/$1" 2>/dev/null || echo -1
-}
 
 tier_of() {
 	for t in /sys/devices/virtual/memory_tiering/memory_tier*; do
@@ -27,10 +20,7 @@ tier_of() {
 }
 
 ktap_plan 4
-insmod "$KO" caps=15
-for d in /sys/bus/virtio/drivers/vcram/virtio*; do
-	[ -e "$d" ] && VDIR=$d/vcram
-done
+vcram_bind caps=15
 check "bound with caps reclaim|user NUMA|hot-unplug|demotion" test "$(stat caps)" = 0xf
 
 t0=$(tier_of 0)
