@@ -11,6 +11,8 @@
  *   ptest shmswap MiB      shmem under a BIND{1} task policy, swapped out and in
  *   ptest raswap PAGES     cluster readahead next to a BIND{1} range's slots
  *   ptest hog MiB [hold]   touch MiB of anonymous memory, print pages per node
+ *   ptest hugetlb MiB      map and touch MiB of MAP_HUGETLB memory (run it under
+ *                          a task policy, e.g. numactl --membind=1)
  *   ptest bindhold MiB SEC write MiB under BIND{1}, print where it is, hold it
  *                          SEC seconds (others act meanwhile), then check the
  *                          contents and print where the pages are now
@@ -81,6 +83,28 @@ static int hog(long mb, int hold)
 	fflush(stdout);
 	if (hold)
 		pause();
+	return 0;
+}
+
+/*
+ * hugetlb: MiB of MAP_HUGETLB memory (2 MiB pages), touched; prints
+ * "hugetlb: mib=M mapped=0|errno n0=A n1=B".  Exit status 0 if it mapped.
+ */
+static int hugetlb(long mb)
+{
+	size_t len = (size_t)mb << 20;
+	long pages = mb * 256, i;
+	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
+
+	if (p == MAP_FAILED) {
+		printf("hugetlb: mib=%ld mapped=%d n0=0 n1=0\n", mb, errno);
+		return 1;
+	}
+	for (i = 0; i < pages; i++)
+		p[i * 4096] = 1;
+	printf("hugetlb: mib=%ld mapped=0 n0=%ld n1=%ld\n", mb, count_on(p, pages, 0),
+	       count_on(p, pages, 1));
 	return 0;
 }
 
@@ -567,6 +591,8 @@ int main(int argc, char **argv)
 
 	if (argc > 2 && !strcmp(argv[1], "hog"))
 		return hog(atol(argv[2]), argc > 3);
+	if (argc > 2 && !strcmp(argv[1], "hugetlb"))
+		return hugetlb(atol(argv[2]));
 	if (argc > 3 && !strcmp(argv[1], "bindhold"))
 		return bindhold(atol(argv[2]), atoi(argv[3]));
 	if (argc > 2 && !strcmp(argv[1], "thp"))
