@@ -3,6 +3,7 @@
 # task bound to the private node 1 only maps and touches MAP_HUGETLB memory,
 # which comes from node 0 (hugetlb never uses private nodes). Without the
 # fix its bind mask counted only node 1's huge pages (none): ENOMEM.
+# Build: scripts/build-kernel --no-publish --lax --extra-config kernel-patches/testing/nocpusets.config
 # Run: scripts/launch --kernel <that build's bzImage> --initrd <an initramfs
 # built with --kbuild <that build>> --script kernel-patches/testing/hugetlb-bind.sh
 KTAP_LIB=/usr/share/vcram/ktap.sh
