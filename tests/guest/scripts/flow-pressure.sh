@@ -6,7 +6,9 @@
 # the holder's checksums must still verify.
 # wait_for
 . /usr/share/vcram/ktap.sh
-insmod /lib/modules/vcram/vcram.ko || exit 1
+# pause at HIGH (pause_level=2), not at LOW (the default): the writer must get
+# past the high watermark before the pause stops it
+insmod /lib/modules/vcram/vcram.ko pause_level=2 || exit 1
 for d in /sys/bus/virtio/devices/virtio*/vcram; do [ -d "$d" ] && V=$d; done
 st() { cat "$V/$1" 2>/dev/null || echo -1; }
 show() {
