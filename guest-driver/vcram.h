@@ -118,12 +118,31 @@ struct vcram {
 	/* Memory: the private node registration and its state */
 	struct node_private np;
 	struct memory_dev_type *mtype;	/* while added, if adistance set */
-	struct mutex lock;		/* added, pausing and resuming */
+	/*
+	 * Two locks, so that nothing which device removal waits for (it runs
+	 * under the device hotplug lock on an ACPI hot-unplug) ever waits for
+	 * that lock itself:
+	 * - mem_lock serializes adding and removing the memory, and is held
+	 *   across the memory hotplug calls (which take the device hotplug
+	 *   lock).  Probe, the sysfs "online" writer and the reap work take
+	 *   it; removal never does.
+	 * - lock guards the state below and the pause, and keeps relief from
+	 *   evacuating while the memory is offlined.  It is never held across
+	 *   a memory hotplug call, so removal may take it and wait for the
+	 *   works that do.
+	 * Order: mem_lock, then lock.
+	 */
+	struct mutex mem_lock;		/* adding, removing the memory */
+	struct mutex lock;		/* the state below, the pause */
 	bool added;
-	bool orphaned;			/* device gone, memory still added */
+	bool orphaned;			/* device gone */
+	bool removing;			/* offlining in progress */
+	bool reaping;			/* the reap work holds a reference */
 	int last_remove_err;
 	/* Orphaned: removes the memory once the node's last page is free */
 	struct delayed_work reap_work;
+	/* The driver binding, the reap work, a running sysfs "online" write */
+	struct kref ref;
 
 	/* requestq */
 	spinlock_t rq_lock;		/* rq, rq_dead */
@@ -202,9 +221,9 @@ static inline u64 vcram_window_end(struct vcram *vc)
 extern const struct node_private_ops vcram_np_ops;
 int vcram_mem_add(struct vcram *vc);
 int vcram_mem_remove(struct vcram *vc);
-void vcram_mem_orphan(struct vcram *vc);
+bool vcram_mem_orphan(struct vcram *vc);
 void vcram_reap_work(struct work_struct *work);
-void vcram_free(struct vcram *vc);
+void vcram_put(struct vcram *vc);
 void vcram_mem_init(struct vcram *vc);
 void vcram_release_folio(struct vcram *vc, struct folio *folio,
 			 unsigned int order);

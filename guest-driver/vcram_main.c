@@ -280,18 +280,34 @@ static void vcram_stop_device(struct vcram *vc)
 }
 
 /*
- * Last of the driver state.  Nothing may queue work for @vc any more but
- * the flush work, which may queue the reap work (which may be our caller).
+ * Last of the driver state, at the last reference: the device is stopped
+ * and the memory removed.  Nothing may queue work for @vc any more but
+ * the flush work, which may queue the reap work (which may be our caller:
+ * it is then not waited for).  Removal never drops the last reference
+ * with the reap work queued, so it never waits here for that work, which
+ * takes the device hotplug lock.
  */
-void vcram_free(struct vcram *vc)
+static void vcram_release(struct kref *ref)
 {
+	struct vcram *vc = container_of(ref, struct vcram, ref);
+	struct virtio_device *vdev = vc->vdev;
+
 	cancel_work_sync(&vc->pressure_work);
 	vcram_relief_stop(vc);
 	cancel_delayed_work_sync(&vc->flush_work);
-	cancel_delayed_work(&vc->reap_work);
+	if (current_work() == &vc->reap_work.work)
+		cancel_delayed_work(&vc->reap_work);
+	else
+		cancel_delayed_work_sync(&vc->reap_work);
 	destroy_workqueue(vc->wq);
 	kfree(vc->evbufs);
 	kfree(vc);
+	put_device(&vdev->dev);
+}
+
+void vcram_put(struct vcram *vc)
+{
+	kref_put(&vc->ref, vcram_release);
 }
 
 /*
@@ -415,6 +431,8 @@ static int vcram_probe(struct virtio_device *vdev)
 	vc->vdev = vdev;
 	vdev->priv = vc;
 	vc->nid = NUMA_NO_NODE;
+	kref_init(&vc->ref);
+	mutex_init(&vc->mem_lock);
 	mutex_init(&vc->lock);
 	INIT_WORK(&vc->pressure_work, vcram_pressure_work);
 	INIT_DELAYED_WORK(&vc->reap_work, vcram_reap_work);
@@ -470,15 +488,17 @@ static int vcram_probe(struct virtio_device *vdev)
 			 "config space shorter than %zu bytes: device counters read as all ones\n",
 			 sizeof(struct vcram_config));
 
-	mutex_lock(&vc->lock);
+	mutex_lock(&vc->mem_lock);
 	ret = vcram_mem_add(vc);
-	mutex_unlock(&vc->lock);
+	mutex_unlock(&vc->mem_lock);
 	if (ret)
 		goto err_reset;
 
 	/* Apply a pressure level reported before the memory was added. */
 	vcram_queue_pressure(vc);
 	vcram_debugfs_init(vc);
+	/* For messages from works that outlive the binding (the reap) */
+	get_device(&vdev->dev);
 	return 0;
 
 err_reset:
@@ -540,24 +560,20 @@ static void vcram_remove(struct virtio_device *vdev)
 	 * (acpi_device_hotplug()), which offlining takes too.  The node is
 	 * orphaned (paused, freed pages zeroed by the CPU) and the reap work
 	 * removes its memory from the orphan queue, at once if no page is in
-	 * use, else once the last one is free.
+	 * use, else once the last one is free.  For the same reason nothing
+	 * here takes mem_lock or waits for a work that does: a write to the
+	 * sysfs "online" attribute may be adding or offlining the memory at
+	 * this moment, blocked on the lock our caller holds (its attribute
+	 * does not hold off removal); it finds the node orphaned afterwards.
 	 */
 	vcram_debugfs_exit(vc);
 	vcram_stop_device(vc);
-	mutex_lock(&vc->lock);
-	if (!vc->added) {
-		mutex_unlock(&vc->lock);
-		vcram_free(vc);
-		vdev->priv = NULL;
-		return;
-	}
-	mutex_unlock(&vc->lock);
-	get_device(&vdev->dev);
-	vcram_mem_orphan(vc);
-	dev_info(&vdev->dev,
-		 "device gone: node %d paused, freed pages are zeroed by the CPU, its memory goes when its last page is free\n",
-		 vc->nid);
+	if (vcram_mem_orphan(vc))
+		dev_info(&vdev->dev,
+			 "device gone: node %d paused, freed pages are zeroed by the CPU, its memory goes when its last page is free\n",
+			 vc->nid);
 	vdev->priv = NULL;
+	vcram_put(vc);
 }
 
 static struct virtio_driver vcram_driver = {
@@ -605,7 +621,7 @@ static int __init vcram_init(void)
 static void __exit vcram_exit(void)
 {
 	unregister_virtio_driver(&vcram_driver);
-	/* A reap work may still be returning from its last vcram_free(). */
+	/* A reap work may still be returning from its last vcram_put(). */
 	destroy_workqueue(vcram_orphan_wq);
 	vcram_debugfs_module_exit();
 }

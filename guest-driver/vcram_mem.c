@@ -124,9 +124,9 @@ static void vcram_resume(struct vcram *vc)
 }
 
 /*
- * The pressure work takes vc->lock, which vcram_mem_remove() holds while it
- * flushes and waits for work on vc->wq (a WQ_MEM_RECLAIM queue, whose
- * rescuer runs its items one by one): it runs on a system queue instead.
+ * On a system queue, not on vc->wq (a WQ_MEM_RECLAIM queue, whose rescuer
+ * runs its items one by one): the pressure work sleeps on vc->lock, and
+ * the flush work must never wait behind it.
  */
 void vcram_queue_pressure(struct vcram *vc)
 {
@@ -157,7 +157,7 @@ void vcram_pressure_work(struct work_struct *work)
 	char why[24];
 
 	mutex_lock(&vc->lock);
-	if (!vc->added)
+	if (!vc->added || vc->removing)
 		goto out;
 	paused = node_private_paused(vc->nid);
 	want = vcram_want_paused(vc, paused);
@@ -175,24 +175,41 @@ out:
 	mutex_unlock(&vc->lock);
 }
 
-/*
- * The device is gone (its queues are shut down) but the memory could not
- * be removed: pages are in use.  Pause the node for good (nothing stores
- * what would land there), zero freed pages on the CPU from now on, and
- * remove the memory once its last page is free (vcram_reap_work()).  The
- * caller holds a reference on the virtio device for the messages.
- */
-void vcram_mem_orphan(struct vcram *vc)
+/* The reap work takes a reference.  Called with vc->lock held. */
+static void vcram_orphan_memory(struct vcram *vc)
 {
+	lockdep_assert_held(&vc->lock);
+	if (!node_private_paused(vc->nid))
+		vcram_pause(vc, "device gone");
+	if (!vc->reaping) {
+		vc->reaping = true;
+		kref_get(&vc->ref);
+	}
+	/* At once: no page may be in use at all. */
+	mod_delayed_work(vcram_orphan_wq, &vc->reap_work, 0);
+}
+
+/*
+ * The device is gone (its queues are shut down).  If its memory is added,
+ * pause the node for good (nothing stores what would land there), zero
+ * freed pages on the CPU from now on, and remove the memory once its last
+ * page is free (vcram_reap_work()).  Runs under the device hotplug lock on
+ * an ACPI hot-unplug: takes vc->lock only.  Returns whether memory was
+ * added.
+ */
+bool vcram_mem_orphan(struct vcram *vc)
+{
+	bool added;
+
 	cancel_work_sync(&vc->pressure_work);
 	vcram_relief_stop(vc);
 	mutex_lock(&vc->lock);
 	WRITE_ONCE(vc->orphaned, true);
-	if (!node_private_paused(vc->nid))
-		vcram_pause(vc, "device gone");
+	added = vc->added;
+	if (added)
+		vcram_orphan_memory(vc);
 	mutex_unlock(&vc->lock);
-	/* At once: no page may be in use at all. */
-	queue_delayed_work(vcram_orphan_wq, &vc->reap_work, 0);
+	return added;
 }
 
 static void vcram_put_mtype(struct vcram *vc)
@@ -204,17 +221,23 @@ static void vcram_put_mtype(struct vcram *vc)
 	vc->mtype = NULL;
 }
 
-/* Add the window as private memory.  Called with vc->lock held. */
+/*
+ * Add the window as private memory.  Called with vc->mem_lock held, not
+ * vc->lock: adding takes the device hotplug lock.  The device can be
+ * removed meanwhile (the sysfs writer): then the memory is orphaned at
+ * once and -ENODEV returned.
+ */
 int vcram_mem_add(struct vcram *vc)
 {
 	struct device *dev = &vc->vdev->dev;
 	int ret;
 
-	lockdep_assert_held(&vc->lock);
-	if (vc->added)
-		return -EEXIST;
-	if (vc->orphaned)
-		return -ENODEV;
+	lockdep_assert_held(&vc->mem_lock);
+	mutex_lock(&vc->lock);
+	ret = vc->added ? -EEXIST : vc->orphaned ? -ENODEV : 0;
+	mutex_unlock(&vc->lock);
+	if (ret)
+		return ret;
 	vc->np.owner = THIS_MODULE;
 	vc->np.name = KBUILD_MODNAME;
 	vc->np.caps = READ_ONCE(vcram_caps);
@@ -247,7 +270,19 @@ int vcram_mem_add(struct vcram *vc)
 		return ret;
 	}
 	/* The registration pins this module until the memory is removed. */
+	mutex_lock(&vc->lock);
 	vc->added = true;
+	if (vc->orphaned) {
+		/* Removed while adding: the reap work takes the memory back. */
+		vcram_orphan_memory(vc);
+		ret = -ENODEV;
+	}
+	mutex_unlock(&vc->lock);
+	if (ret) {
+		dev_warn(dev, "node %d: device removed while its memory was added\n",
+			 vc->nid);
+		return ret;
+	}
 	dev_info(dev, "node %d: %llu MiB of private memory at %#llx, caps %#lx, adistance %d\n",
 		 vc->nid, vc->size >> 20, vc->base, vc->np.caps,
 		 vc->mtype ? vc->mtype->adistance : 0);
@@ -255,50 +290,65 @@ int vcram_mem_add(struct vcram *vc)
 }
 
 /*
- * Offline and remove the window.  Called with vc->lock held.  Fails with
- * -EBUSY while pages of the node are in use, leaving everything as it was.
- * Nothing new is placed on the node meanwhile.
+ * Offline and remove the window.  Called with vc->mem_lock held, not
+ * vc->lock (offlining takes the device hotplug lock).  Fails with -EBUSY
+ * while pages of the node are in use, leaving everything as it was.
+ * Nothing new is placed on the node meanwhile, the pressure work leaves
+ * the pause alone and relief does not evacuate.
  */
 static int vcram_mem_offline(struct vcram *vc)
 {
-	bool was_paused;
+	bool was_paused, orphaned;
 	int ret;
 
-	lockdep_assert_held(&vc->lock);
+	lockdep_assert_held(&vc->mem_lock);
+	mutex_lock(&vc->lock);
+	vc->removing = true;
 	was_paused = node_private_set_paused(&vc->np, true);
+	mutex_unlock(&vc->lock);
+
 	ret = offline_and_remove_private_memory(&vc->np, vc->base, vc->size);
+
+	mutex_lock(&vc->lock);
+	vc->removing = false;
 	vc->last_remove_err = ret;
+	orphaned = vc->orphaned;
+	if (ret && !was_paused && !orphaned)
+		node_private_set_paused(&vc->np, false);
+	if (!ret)
+		vc->added = false;
+	mutex_unlock(&vc->lock);
 	if (ret) {
-		if (!was_paused)
-			node_private_set_paused(&vc->np, false);
+		/* A level reported meanwhile was left alone: apply it now. */
+		if (!orphaned)
+			vcram_queue_pressure(vc);
 		return ret;
 	}
-	vc->added = false;
 	vcram_put_mtype(vc);
+	/* Orphaned meanwhile: the reap work drops its reference. */
+	if (orphaned)
+		mod_delayed_work(vcram_orphan_wq, &vc->reap_work, 0);
 	return 0;
 }
 
 /*
- * Remove the window (sysfs "online", device removal).  The kept folios must
- * come back first, as offlining waits for them: with the device running,
- * have them discarded, and give up with -ETIMEDOUT rather than wait for a
- * device that does not answer; with the device stopped they are zeroed on
- * the CPU at once.
+ * Remove the window (sysfs "online").  Called with vc->mem_lock held.  The
+ * kept folios must come back first, as offlining waits for them: with the
+ * device running, have them discarded, and give up with -ETIMEDOUT rather
+ * than wait for a device that does not answer; with the device stopped
+ * they are zeroed on the CPU at once.
  */
 int vcram_mem_remove(struct vcram *vc)
 {
 	struct device *dev = &vc->vdev->dev;
 	int ret;
 
-	mutex_lock(&vc->lock);
-	if (!vc->added) {
-		mutex_unlock(&vc->lock);
+	lockdep_assert_held(&vc->mem_lock);
+	if (!READ_ONCE(vc->added))
 		return 0;
-	}
 	ret = vcram_req_drain(vc, 10 * HZ);
 	if (!ret)
 		ret = vcram_mem_offline(vc);
-	mutex_unlock(&vc->lock);
 	if (ret) {
 		dev_warn(dev, "node %d: memory not removed (%d)%s\n", vc->nid,
 			 ret, ret == -EBUSY ? ", pages in use" :
@@ -311,23 +361,33 @@ int vcram_mem_remove(struct vcram *vc)
 
 /*
  * The device went away with pages in use: retried after frees on the node
- * until the memory can be removed; then the last of the driver state goes.
+ * until the memory can be removed; then the reference the reap work holds
+ * goes, and with it, as a rule, the last of the driver state.
  */
 void vcram_reap_work(struct work_struct *work)
 {
 	struct vcram *vc = container_of(to_delayed_work(work), struct vcram,
 					reap_work);
 	struct virtio_device *vdev = vc->vdev;
-	int ret;
+	bool removed = false, drop;
+	int ret = 0;
 
-	mutex_lock(&vc->lock);
-	ret = vc->added ? vcram_mem_offline(vc) : 0;
-	mutex_unlock(&vc->lock);
+	mutex_lock(&vc->mem_lock);
+	if (READ_ONCE(vc->added)) {
+		ret = vcram_mem_offline(vc);
+		removed = !ret;
+	}
+	mutex_unlock(&vc->mem_lock);
 	if (ret)
 		return;		/* still in use: the next free retries */
+	mutex_lock(&vc->lock);
+	drop = vc->reaping;
+	vc->reaping = false;
+	mutex_unlock(&vc->lock);
 	/* The driver is unbound: dev_info() would not name it. */
-	pr_info("%s: node %d: private memory removed, its last page is free\n",
-		dev_name(&vdev->dev), vc->nid);
-	vcram_free(vc);
-	put_device(&vdev->dev);
+	if (removed)
+		pr_info("%s: node %d: private memory removed, its last page is free\n",
+			dev_name(&vdev->dev), vc->nid);
+	if (drop)
+		vcram_put(vc);
 }

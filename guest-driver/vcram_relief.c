@@ -19,7 +19,7 @@
  *
  * The work runs on the system's unbound queue: it sleeps in migration and
  * takes vc->lock around each evacuation, so that the memory stays added
- * while it runs (vcram_mem_remove() holds that lock).
+ * while it runs (offlining marks it removing under that lock first).
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -188,7 +188,7 @@ static long vcram_relief_evacuate(struct vcram *vc, u64 addr,
 	int ret;
 
 	mutex_lock(&vc->lock);
-	if (!vc->added || READ_ONCE(vc->orphaned)) {
+	if (!vc->added || vc->removing || READ_ONCE(vc->orphaned)) {
 		mutex_unlock(&vc->lock);
 		return -ENODEV;
 	}
