@@ -141,8 +141,11 @@ struct vcram {
 	int last_remove_err;
 	/* Orphaned: removes the memory once the node's last page is free */
 	struct delayed_work reap_work;
-	/* The driver binding, the reap work, a running sysfs "online" write */
+	/* The driver binding, the reap work, each sysfs "online" request */
 	struct kref ref;
+	/* Unbinding has begun: "online" writers stop waiting (online_wq) */
+	bool unbinding;
+	wait_queue_head_t online_wq;
 
 	/* requestq */
 	spinlock_t rq_lock;		/* rq, rq_dead */
@@ -221,6 +224,8 @@ static inline u64 vcram_window_end(struct vcram *vc)
 extern const struct node_private_ops vcram_np_ops;
 int vcram_mem_add(struct vcram *vc);
 int vcram_mem_remove(struct vcram *vc);
+int vcram_mem_set_online(struct vcram *vc, bool on);
+void vcram_mem_unbinding(struct vcram *vc);
 bool vcram_mem_orphan(struct vcram *vc);
 void vcram_reap_work(struct work_struct *work);
 void vcram_put(struct vcram *vc);

@@ -410,6 +410,52 @@ static int vcram_restore(struct virtio_device *vdev)
 }
 #endif
 
+static struct virtio_driver vcram_driver;
+
+/*
+ * Unbinding begins (before the driver's attributes are removed, which waits
+ * for their writers): let "online" writers go (vcram_mem_set_online()).
+ */
+static int vcram_bus_notify(struct notifier_block *nb, unsigned long action,
+			    void *data)
+{
+	struct device *dev = data;
+	struct vcram *vc;
+
+	if (action != BUS_NOTIFY_UNBIND_DRIVER ||
+	    dev->driver != &vcram_driver.driver)
+		return NOTIFY_DONE;
+	vc = dev_to_virtio(dev)->priv;
+	if (vc)
+		vcram_mem_unbinding(vc);
+	return NOTIFY_OK;
+}
+
+static struct notifier_block vcram_bus_nb = {
+	.notifier_call = vcram_bus_notify,
+};
+
+static DEFINE_MUTEX(vcram_bus_nb_lock);
+static const struct bus_type *vcram_bus_nb_bus;
+
+/*
+ * From the first probe, so that the notifier is in place before any
+ * device's attributes exist (the driver core adds them after probe).
+ */
+static int vcram_watch_bus(struct virtio_device *vdev)
+{
+	int ret = 0;
+
+	mutex_lock(&vcram_bus_nb_lock);
+	if (!vcram_bus_nb_bus) {
+		ret = bus_register_notifier(vdev->dev.bus, &vcram_bus_nb);
+		if (!ret)
+			vcram_bus_nb_bus = vdev->dev.bus;
+	}
+	mutex_unlock(&vcram_bus_nb_lock);
+	return ret;
+}
+
 static int vcram_probe(struct virtio_device *vdev)
 {
 	struct vcram *vc;
@@ -420,6 +466,12 @@ static int vcram_probe(struct virtio_device *vdev)
 
 	if (vdev->id.device != device_id)
 		return -ENODEV;
+	ret = vcram_watch_bus(vdev);
+	if (ret) {
+		dev_err(&vdev->dev, "cannot watch the virtio bus for unbinding: %d\n",
+			ret);
+		return ret;
+	}
 	if (!vdev->config->get) {
 		dev_err(&vdev->dev, "config space is not readable\n");
 		return -EINVAL;
@@ -432,6 +484,7 @@ static int vcram_probe(struct virtio_device *vdev)
 	vdev->priv = vc;
 	vc->nid = NUMA_NO_NODE;
 	kref_init(&vc->ref);
+	init_waitqueue_head(&vc->online_wq);
 	mutex_init(&vc->mem_lock);
 	mutex_init(&vc->lock);
 	INIT_WORK(&vc->pressure_work, vcram_pressure_work);
@@ -561,11 +614,13 @@ static void vcram_remove(struct virtio_device *vdev)
 	 * orphaned (paused, freed pages zeroed by the CPU) and the reap work
 	 * removes its memory from the orphan queue, at once if no page is in
 	 * use, else once the last one is free.  For the same reason nothing
-	 * here takes mem_lock or waits for a work that does: a write to the
-	 * sysfs "online" attribute may be adding or offlining the memory at
-	 * this moment, blocked on the lock our caller holds (its attribute
-	 * does not hold off removal); it finds the node orphaned afterwards.
+	 * here takes mem_lock or waits for a work that does: a request from
+	 * the sysfs "online" attribute may be adding or offlining the memory
+	 * at this moment, blocked on the lock our caller holds; its writer
+	 * stopped waiting for it when the unbinding began (vcram_bus_notify()),
+	 * so the attribute goes, and it finds the node orphaned afterwards.
 	 */
+	vcram_mem_unbinding(vc);
 	vcram_debugfs_exit(vc);
 	vcram_stop_device(vc);
 	if (vcram_mem_orphan(vc))
@@ -621,6 +676,8 @@ static int __init vcram_init(void)
 static void __exit vcram_exit(void)
 {
 	unregister_virtio_driver(&vcram_driver);
+	if (vcram_bus_nb_bus)
+		bus_unregister_notifier(vcram_bus_nb_bus, &vcram_bus_nb);
 	/* A reap work may still be returning from its last vcram_put(). */
 	destroy_workqueue(vcram_orphan_wq);
 	vcram_debugfs_module_exit();

@@ -22,6 +22,8 @@
 #include <linux/module.h>
 #include <linux/pageblock-flags.h>
 #include <linux/sched.h>
+#include <linux/slab.h>
+#include <linux/wait.h>
 
 #include "vcram.h"
 
@@ -224,8 +226,8 @@ static void vcram_put_mtype(struct vcram *vc)
 /*
  * Add the window as private memory.  Called with vc->mem_lock held, not
  * vc->lock: adding takes the device hotplug lock.  The device can be
- * removed meanwhile (the sysfs writer): then the memory is orphaned at
- * once and -ENODEV returned.
+ * removed meanwhile (a request from sysfs "online"): then the memory is
+ * orphaned at once and -ENODEV returned.
  */
 int vcram_mem_add(struct vcram *vc)
 {
@@ -332,7 +334,8 @@ static int vcram_mem_offline(struct vcram *vc)
 }
 
 /*
- * Remove the window (sysfs "online").  Called with vc->mem_lock held.  The
+ * Remove the window (sysfs "online").  Called with vc->mem_lock held, from
+ * the orphan queue.  The
  * kept folios must come back first, as offlining waits for them: with the
  * device running, have them discarded, and give up with -ETIMEDOUT rather
  * than wait for a device that does not answer; with the device stopped
@@ -357,6 +360,111 @@ int vcram_mem_remove(struct vcram *vc)
 	}
 	dev_info(dev, "node %d: private memory removed\n", vc->nid);
 	return 0;
+}
+
+/*
+ * A write to sysfs "online".  Adding and offlining take the device hotplug
+ * lock, under which an ACPI hot-unplug (QMP device_del) unbinds the driver,
+ * and unbinding waits for the writers of the driver's attributes: a writer
+ * blocked on that lock would hold the unplug up for good.  So the request
+ * runs on the orphan queue, and the writer waits for it only until the
+ * unbinding begins (vcram_mem_unbinding(), from the bus notifier), then
+ * returns -ENODEV and lets the request finish on its own.  The request
+ * holds references on the driver state and on this module.
+ */
+struct vcram_online_req {
+	struct work_struct work;
+	struct kref ref;		/* the writer and the work */
+	struct vcram *vc;
+	bool on;
+	bool done;
+	int ret;
+};
+
+static void vcram_online_req_release(struct kref *ref)
+{
+	struct vcram_online_req *req =
+		container_of(ref, struct vcram_online_req, ref);
+
+	vcram_put(req->vc);
+	kfree(req);
+	/* Module exit destroys the orphan queue first, which waits for us. */
+	module_put(THIS_MODULE);
+}
+
+static void vcram_online_work(struct work_struct *work)
+{
+	struct vcram_online_req *req =
+		container_of(work, struct vcram_online_req, work);
+	struct vcram *vc = req->vc;
+	int ret;
+
+	mutex_lock(&vc->mem_lock);
+	if (req->on) {
+		ret = vcram_mem_add(vc);
+		if (ret == -EEXIST)
+			ret = 0;
+		else if (!ret)
+			vcram_queue_pressure(vc);
+	} else {
+		ret = vcram_mem_remove(vc);
+	}
+	mutex_unlock(&vc->mem_lock);
+	req->ret = ret;
+	/* Pairs with the acquire in vcram_mem_set_online(). */
+	smp_store_release(&req->done, true);
+	wake_up_all(&vc->online_wq);
+	kref_put(&req->ref, vcram_online_req_release);
+}
+
+static bool vcram_online_done(struct vcram_online_req *req)
+{
+	/* Pairs with the release in vcram_online_work(): req->ret is set. */
+	return smp_load_acquire(&req->done);
+}
+
+int vcram_mem_set_online(struct vcram *vc, bool on)
+{
+	struct vcram_online_req *req;
+	int ret;
+
+	if (READ_ONCE(vc->unbinding))
+		return -ENODEV;
+	req = kzalloc_obj(*req, GFP_KERNEL);
+	if (!req)
+		return -ENOMEM;
+	if (!try_module_get(THIS_MODULE)) {
+		kfree(req);
+		return -ENODEV;
+	}
+	kref_init(&req->ref);
+	kref_get(&req->ref);
+	kref_get(&vc->ref);
+	req->vc = vc;
+	req->on = on;
+	INIT_WORK(&req->work, vcram_online_work);
+	queue_work(vcram_orphan_wq, &req->work);
+
+	/* A fatal signal stops the wait, not the request. */
+	ret = wait_event_killable(vc->online_wq, vcram_online_done(req) ||
+				  READ_ONCE(vc->unbinding));
+	if (vcram_online_done(req))
+		ret = req->ret;
+	else if (!ret)
+		ret = -ENODEV;
+	kref_put(&req->ref, vcram_online_req_release);
+	return ret;
+}
+
+/*
+ * The driver is about to be unbound (BUS_NOTIFY_UNBIND_DRIVER, before the
+ * driver's attributes are removed): wake the "online" writers and refuse
+ * new ones.
+ */
+void vcram_mem_unbinding(struct vcram *vc)
+{
+	WRITE_ONCE(vc->unbinding, true);
+	wake_up_all(&vc->online_wq);
 }
 
 /*

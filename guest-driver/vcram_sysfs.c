@@ -12,9 +12,7 @@
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/device.h>
-#include <linux/kref.h>
 #include <linux/kstrtox.h>
-#include <linux/module.h>
 #include <linux/sysfs.h>
 #include <linux/virtio.h>
 #include <linux/virtio_config.h>
@@ -187,42 +185,13 @@ static ssize_t online_show(struct device *dev, struct device_attribute *attr,
 static ssize_t online_store(struct device *dev, struct device_attribute *attr,
 			    const char *buf, size_t count)
 {
-	struct vcram *vc = dev_to_vcram(dev);
 	bool on;
 	int ret;
-
-	struct kernfs_node *kn;
 
 	ret = kstrtobool(buf, &on);
 	if (ret)
 		return ret;
-	/*
-	 * Adding and offlining take the device hotplug lock, under which an
-	 * ACPI hot-unplug (QMP device_del) removes this attribute and waits
-	 * for its writers: stop being waited for, as SCSI's "delete" does.
-	 * Our references keep @vc, the device and this module.
-	 */
-	if (!try_module_get(THIS_MODULE))
-		return -ENODEV;
-	kref_get(&vc->ref);
-	kn = sysfs_break_active_protection(&dev->kobj, &attr->attr);
-
-	mutex_lock(&vc->mem_lock);
-	if (on) {
-		ret = vcram_mem_add(vc);
-		if (ret == -EEXIST)
-			ret = 0;
-		else if (!ret)
-			vcram_queue_pressure(vc);
-	} else {
-		ret = vcram_mem_remove(vc);
-	}
-	mutex_unlock(&vc->mem_lock);
-
-	if (kn)
-		sysfs_unbreak_active_protection(kn);
-	vcram_put(vc);
-	module_put(THIS_MODULE);
+	ret = vcram_mem_set_online(dev_to_vcram(dev), on);
 	return ret ? ret : count;
 }
 static DEVICE_ATTR_RW(online);

