@@ -292,3 +292,49 @@ fn bench_workloads_names_a_missing_package() {
     assert!(!dir.join("out").exists(), "nothing ran");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// redis-server started as a researcher would, on its default TCP port (the guest's loopback),
+/// bound to node 1 with numactl: redis-cli stores 20000 values over TCP and reads one back, and
+/// the server's anonymous memory is on node 1.
+#[test]
+fn redis_on_loopback_tcp_bound_to_node_1() {
+    let script = r#"
+numactl --membind=1 redis-server --save '' --appendonly no --daemonize yes --logfile /tmp/redis.log || exit 3
+i=0
+until redis-cli ping >/dev/null 2>&1; do
+    i=$((i + 1))
+    if [ $i -ge 150 ]; then redis-cli ping; cat /tmp/redis.log; exit 4; fi
+    sleep 0.2
+done
+v=$(head -c 256 /dev/urandom | od -An -tx1 -v | tr -d ' \n')
+seq 1 20000 | sed "s/.*/SET key:& $v&/" | redis-cli >/dev/null
+echo "dbsize $(redis-cli dbsize)"
+echo "get-ok $(test "$(redis-cli get key:777)" = "${v}777" && echo 1 || echo 0)"
+pid=$(pidof redis-server)
+awk '/ anon=/ { for (i = 1; i <= NF; i++) { if ($i ~ /^N0=/) n0 += substr($i, 4); if ($i ~ /^N1=/) n1 += substr($i, 4) } }
+     END { print "anon-pages-N0", n0 + 0, "N1", n1 + 0 }' /proc/"$pid"/numa_maps
+redis-cli shutdown nosave >/dev/null 2>&1
+exit 0
+"#;
+    let r = run(&["--", "sh", "-c", script]);
+    assert_eq!(r.code, Some(0), "{}", r.transcript());
+    assert!(
+        r.stdout.lines().any(|l| l == "dbsize 20000"),
+        "{}",
+        r.transcript()
+    );
+    assert!(
+        r.stdout.lines().any(|l| l == "get-ok 1"),
+        "{}",
+        r.transcript()
+    );
+    let numa = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("anon-pages-N0 "))
+        .unwrap_or_else(|| panic!("{}", r.transcript()));
+    let n1: u64 = numa.split_whitespace().nth(3).unwrap().parse().unwrap();
+    // 20000 values of 512 bytes and more: at least 2500 pages on node 1.
+    assert!(n1 >= 2500, "{numa}\n{}", r.transcript());
+    r.assert_stopped();
+}
