@@ -32,6 +32,11 @@
 
 /* Event buffers kept posted on the eventq (PROTOCOL.md asks for >= 16) */
 #define VCRAM_NR_EVBUFS		64
+/*
+ * How long probe waits for the memory to come online before it goes on
+ * without it (an ACPI hot-add probes under the lock adding memory takes).
+ */
+#define VCRAM_PROBE_ADD_WAIT	(15 * HZ)
 /* Pending COMMIT ranges collected by the migrate notification */
 #define VCRAM_COMMIT_SLOTS	512
 
@@ -225,6 +230,7 @@ extern const struct node_private_ops vcram_np_ops;
 int vcram_mem_add(struct vcram *vc);
 int vcram_mem_remove(struct vcram *vc);
 int vcram_mem_set_online(struct vcram *vc, bool on);
+int vcram_mem_add_at_probe(struct vcram *vc, unsigned long timeout);
 void vcram_mem_unbinding(struct vcram *vc);
 bool vcram_mem_orphan(struct vcram *vc);
 void vcram_reap_work(struct work_struct *work);

@@ -541,9 +541,7 @@ static int vcram_probe(struct virtio_device *vdev)
 			 "config space shorter than %zu bytes: device counters read as all ones\n",
 			 sizeof(struct vcram_config));
 
-	mutex_lock(&vc->mem_lock);
-	ret = vcram_mem_add(vc);
-	mutex_unlock(&vc->mem_lock);
+	ret = vcram_mem_add_at_probe(vc, VCRAM_PROBE_ADD_WAIT);
 	if (ret)
 		goto err_reset;
 

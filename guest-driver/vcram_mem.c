@@ -423,19 +423,22 @@ static bool vcram_online_done(struct vcram_online_req *req)
 	return smp_load_acquire(&req->done);
 }
 
-int vcram_mem_set_online(struct vcram *vc, bool on)
+static void vcram_online_put(struct vcram_online_req *req)
+{
+	kref_put(&req->ref, vcram_online_req_release);
+}
+
+/* Queue a request to add (@on) or remove the memory; NULL if none could. */
+static struct vcram_online_req *vcram_online_submit(struct vcram *vc, bool on)
 {
 	struct vcram_online_req *req;
-	int ret;
 
-	if (READ_ONCE(vc->unbinding))
-		return -ENODEV;
 	req = kzalloc_obj(*req, GFP_KERNEL);
 	if (!req)
-		return -ENOMEM;
+		return NULL;
 	if (!try_module_get(THIS_MODULE)) {
 		kfree(req);
-		return -ENODEV;
+		return NULL;
 	}
 	kref_init(&req->ref);
 	kref_get(&req->ref);
@@ -444,7 +447,19 @@ int vcram_mem_set_online(struct vcram *vc, bool on)
 	req->on = on;
 	INIT_WORK(&req->work, vcram_online_work);
 	queue_work(vcram_orphan_wq, &req->work);
+	return req;
+}
 
+int vcram_mem_set_online(struct vcram *vc, bool on)
+{
+	struct vcram_online_req *req;
+	int ret;
+
+	if (READ_ONCE(vc->unbinding))
+		return -ENODEV;
+	req = vcram_online_submit(vc, on);
+	if (!req)
+		return -ENOMEM;
 	/* A fatal signal stops the wait, not the request. */
 	ret = wait_event_killable(vc->online_wq, vcram_online_done(req) ||
 				  READ_ONCE(vc->unbinding));
@@ -452,7 +467,37 @@ int vcram_mem_set_online(struct vcram *vc, bool on)
 		ret = req->ret;
 	else if (!ret)
 		ret = -ENODEV;
-	kref_put(&req->ref, vcram_online_req_release);
+	vcram_online_put(req);
+	return ret;
+}
+
+/*
+ * Probe: add the memory from the orphan queue and wait for it, but not for
+ * good.  On an ACPI hot-add (QMP device_add) the probe runs under the
+ * device hotplug lock, which adding memory takes: the request can only go
+ * on once the probe has returned.  So after @timeout the probe goes on
+ * without it and the memory comes online in the background.  Returns the
+ * request's result, or 0 when it is still pending.
+ */
+int vcram_mem_add_at_probe(struct vcram *vc, unsigned long timeout)
+{
+	struct vcram_online_req *req;
+	int ret = 0;
+
+	req = vcram_online_submit(vc, true);
+	if (!req)
+		return -ENOMEM;
+	if (wait_event_timeout(vc->online_wq, vcram_online_done(req),
+			       timeout)) {
+		/* Its last reference on @vc is gone once the work returns. */
+		flush_work(&req->work);
+		ret = req->ret;
+	} else {
+		dev_info(&vc->vdev->dev,
+			 "node %d: adding the memory takes more than %u ms (a hot-add holds the device hotplug lock while probing?): it comes online in the background\n",
+			 vc->nid, jiffies_to_msecs(timeout));
+	}
+	vcram_online_put(req);
 	return ret;
 }
 

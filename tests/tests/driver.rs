@@ -219,6 +219,66 @@ fn device_del_while_memory_is_added_and_removed() {
     device_del_during("vcram-devdel-online.sh", 5);
 }
 
+/// QMP `device_del`, then `device_add` of the device again (a new chardev to the same
+/// `vcram-device`): the ACPI hot-add probes the driver under the device hotplug lock, which
+/// adding memory takes. The probe goes on without the memory after 15 s and the memory comes
+/// online in the background; a task bound to the node then gets its pages there. Before, the
+/// probe blocked for good, and with it every later ACPI hotplug.
+#[test]
+fn device_add_after_device_del_brings_the_node_back() {
+    assert!(
+        kernel_has("HOTPLUG_PCI_ACPI") || kernel_has("HOTPLUG_PCI_PCIE"),
+        "the guest kernel has no PCI hotplug driver (images/kernel.config): re-run scripts/setup"
+    );
+    let (mut guest, dev) = spawn_suite("vcram-hotadd.sh", &[]);
+    guest
+        .wait_for_serial("hotadd: remove now", Duration::from_secs(300))
+        .unwrap_or_else(|e| panic!("{e}\n{}", dev.log()));
+    let mut qmp = guest.qmp().expect("qmp");
+    qmp.execute("device_del", serde_json::json!({ "id": "vcram-dev" }))
+        .expect("device_del");
+    qmp.wait_event("DEVICE_DELETED", Duration::from_secs(15), |ev| {
+        ev["data"]["device"] == "vcram-dev"
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", guest.serial()));
+    guest
+        .wait_for_serial("hotadd: add now", Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{e}\n{}", guest.serial()));
+    // QEMU keeps the first chardev connected after device_del, and the daemon serves one
+    // frontend at a time: remove that chardev (the daemon then starts a fresh device) and
+    // connect a new one.
+    qmp.execute("chardev-remove", serde_json::json!({ "id": "vcram-sock" }))
+        .expect("chardev-remove");
+    // The daemon binds its socket anew for the next frontend: retry until it is there.
+    let socket = dev.socket();
+    let chardev = serde_json::json!({
+        "id": "vcram-sock2",
+        "backend": { "type": "socket", "data": {
+            "addr": { "type": "unix", "data": { "path": socket.to_str().unwrap() } },
+            "server": false
+        } }
+    });
+    let asked = Instant::now();
+    while let Err(e) = qmp.execute("chardev-add", chardev.clone()) {
+        assert!(
+            asked.elapsed() < Duration::from_secs(15),
+            "chardev-add: {e}\n{}",
+            dev.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    qmp.execute(
+        "device_add",
+        serde_json::json!({
+            "driver": "vhost-user-test-device-pci", "id": "vcram-dev", "bus": "vcram-rp",
+            "chardev": "vcram-sock2", "virtio-id": 6, "num_vqs": 2, "config_size": 128
+        }),
+    )
+    .unwrap_or_else(|e| panic!("device_add: {e}\n{}", dev.log()));
+    let run = guest.wait(Duration::from_secs(600)).expect("wait");
+    assert_ktap_passed(&run, &dev, 5);
+}
+
 /// Events queued before the window is reported (the device finds its window
 /// and reports it 1.5 s later) are handled once it is known: the valid ones
 /// count, the malformed ones are dropped; a lost event counts once.
