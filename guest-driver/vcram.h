@@ -227,8 +227,6 @@ static inline u64 vcram_window_end(struct vcram *vc)
 
 /* vcram_mem.c */
 extern const struct node_private_ops vcram_np_ops;
-int vcram_mem_add(struct vcram *vc);
-int vcram_mem_remove(struct vcram *vc);
 int vcram_mem_set_online(struct vcram *vc, bool on);
 int vcram_mem_add_at_probe(struct vcram *vc, unsigned long timeout);
 void vcram_mem_unbinding(struct vcram *vc);

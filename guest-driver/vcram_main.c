@@ -541,12 +541,10 @@ static int vcram_probe(struct virtio_device *vdev)
 			 "config space shorter than %zu bytes: device counters read as all ones\n",
 			 sizeof(struct vcram_config));
 
+	/* Once added, the request applies a level reported before. */
 	ret = vcram_mem_add_at_probe(vc, VCRAM_PROBE_ADD_WAIT);
 	if (ret)
 		goto err_reset;
-
-	/* Apply a pressure level reported before the memory was added. */
-	vcram_queue_pressure(vc);
 	vcram_debugfs_init(vc);
 	/* For messages from works that outlive the binding (the reap) */
 	get_device(&vdev->dev);

@@ -229,7 +229,7 @@ static void vcram_put_mtype(struct vcram *vc)
  * removed meanwhile (a request from sysfs "online"): then the memory is
  * orphaned at once and -ENODEV returned.
  */
-int vcram_mem_add(struct vcram *vc)
+static int vcram_mem_add(struct vcram *vc)
 {
 	struct device *dev = &vc->vdev->dev;
 	int ret;
@@ -335,13 +335,12 @@ static int vcram_mem_offline(struct vcram *vc)
 
 /*
  * Remove the window (sysfs "online").  Called with vc->mem_lock held, from
- * the orphan queue.  The
- * kept folios must come back first, as offlining waits for them: with the
- * device running, have them discarded, and give up with -ETIMEDOUT rather
- * than wait for a device that does not answer; with the device stopped
- * they are zeroed on the CPU at once.
+ * the orphan queue.  The kept folios must come back first, as offlining
+ * waits for them: with the device running, have them discarded, and give
+ * up with -ETIMEDOUT rather than wait for a device that does not answer;
+ * with the device stopped they are zeroed on the CPU at once.
  */
-int vcram_mem_remove(struct vcram *vc)
+static int vcram_mem_remove(struct vcram *vc)
 {
 	struct device *dev = &vc->vdev->dev;
 	int ret;
@@ -392,6 +391,11 @@ static void vcram_online_req_release(struct kref *ref)
 	module_put(THIS_MODULE);
 }
 
+static void vcram_online_put(struct vcram_online_req *req)
+{
+	kref_put(&req->ref, vcram_online_req_release);
+}
+
 static void vcram_online_work(struct work_struct *work)
 {
 	struct vcram_online_req *req =
@@ -411,21 +415,16 @@ static void vcram_online_work(struct work_struct *work)
 	}
 	mutex_unlock(&vc->mem_lock);
 	req->ret = ret;
-	/* Pairs with the acquire in vcram_mem_set_online(). */
+	/* Pairs with the acquire in vcram_online_done(). */
 	smp_store_release(&req->done, true);
 	wake_up_all(&vc->online_wq);
-	kref_put(&req->ref, vcram_online_req_release);
+	vcram_online_put(req);
 }
 
 static bool vcram_online_done(struct vcram_online_req *req)
 {
 	/* Pairs with the release in vcram_online_work(): req->ret is set. */
 	return smp_load_acquire(&req->done);
-}
-
-static void vcram_online_put(struct vcram_online_req *req)
-{
-	kref_put(&req->ref, vcram_online_req_release);
 }
 
 /* Queue a request to add (@on) or remove the memory; NULL if none could. */

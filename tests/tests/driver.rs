@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 use vcram_e2e::device::Device;
 use vcram_e2e::guest::{require_platform, Launch, Run, Running};
+use vcram_e2e::qmp::Qmp;
 use vcram_e2e::repo_root;
 
 /// The guest kernel's build directory (`KBUILD` of images/out/platform.env).
@@ -155,20 +156,15 @@ fn surprise_removal_with_pages_in_use_completes() {
     assert_ktap_passed(&run, &dev, 7);
 }
 
-/// Runs a suite that prints "device_del: ready", then removes the vcram
-/// device with QMP `device_del` (behind its PCIe root port, ACPI hotplug):
-/// QEMU must report DEVICE_DELETED within 15 s, the device must be gone from
-/// QEMU's tree, and the suite must pass its `cases` in the guest.
-fn device_del_during(script: &str, cases: usize) {
+fn require_pci_hotplug() {
     assert!(
         kernel_has("HOTPLUG_PCI_ACPI") || kernel_has("HOTPLUG_PCI_PCIE"),
         "the guest kernel has no PCI hotplug driver (images/kernel.config): re-run scripts/setup"
     );
-    let (mut guest, dev) = spawn_suite(script, &[]);
-    guest
-        .wait_for_serial("device_del: ready", Duration::from_secs(300))
-        .unwrap_or_else(|e| panic!("{e}\n{}", dev.log()));
-    let mut qmp = guest.qmp().expect("qmp");
+}
+
+/// QMP `device_del` of vcram-dev; QEMU must report DEVICE_DELETED within 15 s.
+fn delete_vcram_dev(qmp: &mut Qmp, guest: &Running, dev: &Device) {
     let asked = Instant::now();
     qmp.execute("device_del", serde_json::json!({ "id": "vcram-dev" }))
         .expect("device_del");
@@ -184,6 +180,20 @@ fn device_del_during(script: &str, cases: usize) {
         )
     });
     eprintln!("DEVICE_DELETED after {took:?}: {deleted}");
+}
+
+/// Runs a suite that prints "device_del: ready", then removes the vcram
+/// device with QMP `device_del` (behind its PCIe root port, ACPI hotplug):
+/// QEMU must report DEVICE_DELETED within 15 s, the device must be gone from
+/// QEMU's tree, and the suite must pass its `cases` in the guest.
+fn device_del_during(script: &str, cases: usize) {
+    require_pci_hotplug();
+    let (mut guest, dev) = spawn_suite(script, &[]);
+    guest
+        .wait_for_serial("device_del: ready", Duration::from_secs(300))
+        .unwrap_or_else(|e| panic!("{e}\n{}", dev.log()));
+    let mut qmp = guest.qmp().expect("qmp");
+    delete_vcram_dev(&mut qmp, &guest, &dev);
     // The device is gone from QEMU's tree, and the guest goes on.
     let tree = qmp
         .execute(
@@ -226,21 +236,13 @@ fn device_del_while_memory_is_added_and_removed() {
 /// probe blocked for good, and with it every later ACPI hotplug.
 #[test]
 fn device_add_after_device_del_brings_the_node_back() {
-    assert!(
-        kernel_has("HOTPLUG_PCI_ACPI") || kernel_has("HOTPLUG_PCI_PCIE"),
-        "the guest kernel has no PCI hotplug driver (images/kernel.config): re-run scripts/setup"
-    );
+    require_pci_hotplug();
     let (mut guest, dev) = spawn_suite("vcram-hotadd.sh", &[]);
     guest
         .wait_for_serial("hotadd: remove now", Duration::from_secs(300))
         .unwrap_or_else(|e| panic!("{e}\n{}", dev.log()));
     let mut qmp = guest.qmp().expect("qmp");
-    qmp.execute("device_del", serde_json::json!({ "id": "vcram-dev" }))
-        .expect("device_del");
-    qmp.wait_event("DEVICE_DELETED", Duration::from_secs(15), |ev| {
-        ev["data"]["device"] == "vcram-dev"
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", guest.serial()));
+    delete_vcram_dev(&mut qmp, &guest, &dev);
     guest
         .wait_for_serial("hotadd: add now", Duration::from_secs(120))
         .unwrap_or_else(|e| panic!("{e}\n{}", guest.serial()));

@@ -62,6 +62,18 @@ impl RunOut {
     }
 }
 
+/// The guest program's line "anon-pages-N0 X N1 Y" (its anonymous pages per node, from
+/// numa_maps) and Y.
+fn anon_pages_n1(r: &RunOut) -> (String, u64) {
+    let line = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("anon-pages-N0 "))
+        .unwrap_or_else(|| panic!("{}", r.transcript()));
+    let n1 = line.split_whitespace().nth(3).unwrap().parse().unwrap();
+    (line.to_string(), n1)
+}
+
 fn run(args: &[&str]) -> RunOut {
     require_platform();
     release_binary("vcram-device");
@@ -163,12 +175,7 @@ sys.exit(5)
     let pages: u64 = held.split_whitespace().nth(1).unwrap().parse().unwrap();
     assert_eq!(pages, 6144);
     // Bound: the process's anonymous memory is on node 1 (its data among it).
-    let numa = r
-        .stdout
-        .lines()
-        .find(|l| l.starts_with("anon-pages-N0 "))
-        .unwrap_or_else(|| panic!("{}", r.transcript()));
-    let n1: u64 = numa.split_whitespace().nth(3).unwrap().parse().unwrap();
+    let (numa, n1) = anon_pages_n1(&r);
     assert!(n1 >= pages, "{numa}");
     // The periodic stats, printed by the host while the program held its data.
     let stored_max = r
@@ -328,12 +335,7 @@ exit 0
         "{}",
         r.transcript()
     );
-    let numa = r
-        .stdout
-        .lines()
-        .find(|l| l.starts_with("anon-pages-N0 "))
-        .unwrap_or_else(|| panic!("{}", r.transcript()));
-    let n1: u64 = numa.split_whitespace().nth(3).unwrap().parse().unwrap();
+    let (numa, n1) = anon_pages_n1(&r);
     // 20000 values of 512 bytes and more: at least 2500 pages on node 1.
     assert!(n1 >= 2500, "{numa}\n{}", r.transcript());
     r.assert_stopped();
